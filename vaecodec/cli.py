@@ -1,0 +1,147 @@
+"""The `vaecodec` command: parses arguments, calls the Python API, prints results.
+
+Errors from the API (`VaecodecError`) become one line on stderr and exit status 1; usage errors
+exit with 2; Ctrl-C exits with 130 after the API has removed any partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import VaecodecError
+
+
+def _quality(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 1.0 <= value <= 8.0:
+        raise argparse.ArgumentTypeError("quality runs from 1 to 8")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaecodec", description="A learned image codec.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def batch_options(sub):
+        sub.add_argument("-o", "--output", type=Path, help="output file (one input only)")
+        sub.add_argument("-d", "--directory", type=Path, help="folder for the outputs")
+        sub.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+        sub.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+        sub.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+
+    sub = commands.add_parser("compress", help="images to .vae files")
+    sub.add_argument("inputs", nargs="+", type=Path)
+    sub.add_argument("--quality", type=_quality, default=4.0,
+                     help="1 (smallest file) to 8 (highest fidelity); fractions allowed")
+    batch_options(sub)
+
+    sub = commands.add_parser("decompress", help=".vae files to images (PNG by default)")
+    sub.add_argument("inputs", nargs="+", type=Path)
+    batch_options(sub)
+
+    sub = commands.add_parser("info", help="print the header of .vae files")
+    sub.add_argument("inputs", nargs="+", type=Path)
+    sub.add_argument("--json", action="store_true", help="one JSON object per file")
+
+    sub = commands.add_parser("train", help="train a model on a folder of images")
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--out", required=True)
+    sub.add_argument("--steps", type=int, default=40_000)
+    sub.add_argument("--batch", type=int, default=8)
+    sub.add_argument("--patch", type=int, default=128)
+    sub.add_argument("--lr", type=float, default=4e-4)
+    sub.add_argument("--widths", default="96,160,96", help="N,M,H channel widths")
+    sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    sub.add_argument("--threads", type=int, default=0)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    sub.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long")
+
+    sub = commands.add_parser("export", help="turn a training checkpoint into shipped weights")
+    sub.add_argument("checkpoint", type=Path)
+    sub.add_argument("output", type=Path)
+    return parser
+
+
+def _report(results, quiet: bool, verb: str) -> int:
+    failed = 0
+    for result in results:
+        if result.ok:
+            if not quiet:
+                print(f"{result.source} -> {result.output} ({result.input_bytes} -> "
+                      f"{result.output_bytes} bytes)")
+        else:
+            failed += 1
+            print(f"vaecodec: {result.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run(args) -> int:
+    import vaecodec
+
+    if args.command == "compress":
+        results = vaecodec.compress_files(
+            args.inputs, quality=args.quality, output=args.output, directory=args.directory,
+            force=args.force, device=args.device, progress=not args.quiet)
+        return _report(results, args.quiet, "compressed")
+    if args.command == "decompress":
+        results = vaecodec.decompress_files(
+            args.inputs, output=args.output, directory=args.directory, force=args.force,
+            device=args.device, progress=not args.quiet)
+        return _report(results, args.quiet, "decompressed")
+    if args.command == "info":
+        from .files import read_bytes
+
+        status = 0
+        for path in args.inputs:
+            try:
+                fields = vaecodec.info(read_bytes(path))
+            except VaecodecError as error:
+                print(f"vaecodec: {path}: {error}", file=sys.stderr)
+                status = 1
+                continue
+            if args.json:
+                print(json.dumps({"file": str(path), **fields}))
+            else:
+                print(f"{path}:")
+                for key, value in fields.items():
+                    print(f"  {key:15} {value}")
+        return status
+    if args.command == "train":
+        from .train import TrainConfig, train
+
+        n, m, h = (int(v) for v in args.widths.split(","))
+        cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch,
+                          patch=args.patch, lr=args.lr, device=args.device,
+                          threads=args.threads, seed=args.seed, N=n, M=m, H=h)
+        train(cfg, resume=args.resume, max_minutes=args.minutes)
+        return 0
+    if args.command == "export":
+        from .weights import export
+
+        print(export(args.checkpoint, args.output))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv=None) -> int:
+    """Entry point of the `vaecodec` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except VaecodecError as error:
+        print(f"vaecodec: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vaecodec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

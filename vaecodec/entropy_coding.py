@@ -1,0 +1,171 @@
+"""Exact entropy coding of integer symbols with constriction's range coder.
+
+Every probability the coder sees comes from integer frequency tables stored with the model, so
+the encoder and any decoder build bit-identical models. No floating-point network output reaches
+this module: callers pass integer symbols and integer table indices only.
+
+A table covers the values `low .. low + len(freqs) - 2`; its last entry is an escape symbol. A
+value outside the covered range codes the escape, and the value itself follows later in the
+stream under a uniform model over 16 bits (ESCAPE_RANGE), so any 16-bit value can be coded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FormatError
+
+FREQUENCY_BITS = 20       # resolution of the stored tables
+ESCAPE_BITS = 16
+VALUE_MIN = -(1 << (ESCAPE_BITS - 1))
+VALUE_MAX = (1 << (ESCAPE_BITS - 1)) - 1
+GAUSSIAN_TAIL = 6.0       # a Gaussian table spans +-6 scales; beyond that, escapes
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """Integer frequency tables, concatenated: table k is freqs[starts[k]:starts[k+1]] and its
+    first entry is the value lows[k]."""
+
+    freqs: np.ndarray     # int64, all > 0
+    starts: np.ndarray    # int64, len = tables + 1
+    lows: np.ndarray      # int64
+
+    def __len__(self) -> int:
+        return len(self.lows)
+
+    def table(self, k: int) -> np.ndarray:
+        return self.freqs[self.starts[k]:self.starts[k + 1]]
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_freqs": self.freqs.astype(np.int32),
+                f"{prefix}_starts": self.starts.astype(np.int64),
+                f"{prefix}_lows": self.lows.astype(np.int32)}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> "TableSet":
+        return cls(np.asarray(arrays[f"{prefix}_freqs"], np.int64),
+                   np.asarray(arrays[f"{prefix}_starts"], np.int64),
+                   np.asarray(arrays[f"{prefix}_lows"], np.int64))
+
+    @classmethod
+    def from_probabilities(cls, tables: list[tuple[int, np.ndarray]]) -> "TableSet":
+        """Build from (low, probabilities) pairs; each probability list ends with the escape's."""
+        freqs, starts, lows = [], [0], []
+        for low, probabilities in tables:
+            quantized = np.maximum(1, np.round(np.asarray(probabilities) * (1 << FREQUENCY_BITS)))
+            freqs.append(quantized.astype(np.int64))
+            starts.append(starts[-1] + len(quantized))
+            lows.append(low)
+        return cls(np.concatenate(freqs), np.array(starts), np.array(lows))
+
+
+def gaussian_tables(scales: np.ndarray) -> TableSet:
+    """Tables of zero-mean Gaussians of the given scales, integrated over unit bins.
+
+    Called only when weights are exported: the tables are then stored with the weights, so
+    decoding never depends on this machine's erf.
+    """
+    tables = []
+    for scale in scales:
+        radius = max(1, math.ceil(GAUSSIAN_TAIL * scale))
+        edges = np.arange(-radius, radius + 2) - 0.5
+        cdf = np.array([0.5 * math.erfc(-e / (scale * math.sqrt(2))) for e in edges])
+        inside = np.diff(cdf)
+        escape = max(0.0, 1.0 - inside.sum())
+        tables.append((-radius, np.append(inside, escape)))
+    return TableSet.from_probabilities(tables)
+
+
+def _categorical(freqs: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(freqs.astype(np.float64), perfect=False)
+
+
+def _escape_model():
+    import constriction
+
+    return constriction.stream.model.Uniform(1 << ESCAPE_BITS)
+
+
+def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> bytes:
+    """Code integer `values` (each within VALUE_MIN..VALUE_MAX), each under the table that
+    `table_index` names at the same position. Symbols are grouped by table."""
+    import constriction
+
+    values = np.asarray(values, np.int64).ravel()
+    table_index = np.asarray(table_index, np.int64).ravel()
+    if values.size and (values.min() < VALUE_MIN or values.max() > VALUE_MAX):
+        raise ValueError("values out of the codable range")
+    encoder = constriction.stream.queue.RangeEncoder()
+    escaped = []
+    order = np.argsort(table_index, kind="stable")
+    sorted_index = table_index[order]
+    boundaries = np.searchsorted(sorted_index, np.arange(len(tables) + 1))
+    for k in range(len(tables)):
+        group = values[order[boundaries[k]:boundaries[k + 1]]]
+        if group.size == 0:
+            continue
+        freqs = tables.table(k)
+        symbols = group - tables.lows[k]
+        escape = len(freqs) - 1
+        outside = (symbols < 0) | (symbols >= escape)
+        if outside.any():
+            escaped.append(group[outside])
+            symbols = np.where(outside, escape, symbols)
+        encoder.encode(symbols.astype(np.int32), _categorical(freqs))
+    if escaped:
+        encoder.encode((np.concatenate(escaped) - VALUE_MIN).astype(np.int32), _escape_model())
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
+    """Inverse of `encode`: the values, in the order of `table_index`, as int64."""
+    import constriction
+
+    if len(data) % 4:
+        raise FormatError("corrupt .vae file (entropy-coded section length)")
+    table_index = np.asarray(table_index, np.int64).ravel()
+    values = np.empty(table_index.size, np.int64)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").copy())
+        order = np.argsort(table_index, kind="stable")
+        boundaries = np.searchsorted(table_index[order], np.arange(len(tables) + 1))
+        escape_positions = []
+        for k in range(len(tables)):
+            positions = order[boundaries[k]:boundaries[k + 1]]
+            if positions.size == 0:
+                continue
+            freqs = tables.table(k)
+            symbols = np.asarray(decoder.decode(_categorical(freqs), positions.size), np.int64)
+            escape = len(freqs) - 1
+            values[positions] = symbols + tables.lows[k]
+            if (symbols == escape).any():
+                escape_positions.append(positions[symbols == escape])
+        if escape_positions:
+            positions = np.concatenate(escape_positions)
+            escaped = np.asarray(decoder.decode(_escape_model(), positions.size), np.int64)
+            values[positions] = escaped + VALUE_MIN
+    except (ValueError, RuntimeError, OverflowError) as error:
+        raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
+    return values
+
+
+def estimate_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> float:
+    """The information content, in bits, of `values` under the tables (what `encode` should
+    produce up to the coder's small overhead)."""
+    values = np.asarray(values, np.int64).ravel()
+    table_index = np.asarray(table_index, np.int64).ravel()
+    totals = np.add.reduceat(tables.freqs, tables.starts[:-1]).astype(np.float64)
+    sizes = np.diff(tables.starts)
+    symbols = values - tables.lows[table_index]
+    escape = sizes[table_index] - 1
+    outside = (symbols < 0) | (symbols >= escape)
+    symbols = np.where(outside, escape, symbols)
+    freqs = tables.freqs[tables.starts[table_index] + symbols]
+    bits = -np.log2(freqs / totals[table_index]).sum()
+    return float(bits + ESCAPE_BITS * outside.sum())

@@ -1,0 +1,138 @@
+"""Files on disk: output naming, atomic writes and batches, for the CLI and for scripts.
+
+Outputs are written to a temporary file in the destination folder and moved into place only
+when complete, so an interrupted run never leaves a partial file. Without `force`, an existing
+output is never replaced (the final step is a hard link, which fails if the name exists).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .errors import InputError, OutputError, VaecodecError
+
+
+@dataclass
+class FileResult:
+    """The outcome of one file of a batch."""
+
+    source: Path
+    output: Path | None
+    ok: bool
+    message: str = ""
+    input_bytes: int = 0
+    output_bytes: int = 0
+
+
+def write_atomically(path: Path, write: Callable[[Path], None], force: bool = False) -> None:
+    """Call `write(temporary_path)`, then move the result to `path` in one step."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputError(f"{path}: exists (use --force to overwrite)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: no such folder")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                             dir=folder)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({error.strerror})") from None
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        write(temporary)
+        if force:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise OutputError(f"{path}: exists (use --force to overwrite)") from None
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def output_path(source: Path, suffix: str, output: Path | None, directory: Path | None) -> Path:
+    """Where a file's output goes: `output` if given, else in `directory`, else beside it."""
+    if output is not None:
+        return Path(output)
+    name = source.with_suffix(suffix).name
+    return (Path(directory) if directory is not None else source.parent) / name
+
+
+def _run_batch(inputs: Iterable, suffix: str, convert: Callable[[Path, Path], None],
+               output: Path | None, directory: Path | None, progress: bool) -> list[FileResult]:
+    sources = [Path(p) for p in inputs]
+    if output is not None and len(sources) != 1:
+        raise InputError("-o names one output; use -d DIR for several inputs")
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    iterator = sources
+    if progress and len(sources) > 1:
+        from tqdm import tqdm
+
+        iterator = tqdm(sources, unit="file", leave=False)
+    results = []
+    for source in iterator:
+        target = output_path(source, suffix, output, directory)
+        try:
+            if source.resolve() == target.resolve():
+                raise OutputError(f"{target}: output would replace its input")
+            convert(source, target)
+            results.append(FileResult(source, target, True, "",
+                                      source.stat().st_size, target.stat().st_size))
+        except VaecodecError as error:
+            results.append(FileResult(source, target, False, str(error)))
+    return results
+
+
+def compress_files(inputs, quality: float = 4.0, output: Path | None = None,
+                   directory: Path | None = None, force: bool = False, device: str = "cpu",
+                   progress: bool = False, **options) -> list[FileResult]:
+    """Compress image files to `.vae` files, one result per input; a failed file does not stop
+    the others. Existing outputs are skipped with an error unless `force`."""
+    from .codec import compress
+
+    def convert(source: Path, target: Path) -> None:
+        if target.exists() and not force:
+            raise OutputError(f"{target}: exists (use --force to overwrite)")
+        data = compress(source, quality=quality, device=device, **options)
+        write_atomically(target, lambda temporary: temporary.write_bytes(data), force)
+
+    return _run_batch(inputs, ".vae", convert, output, directory, progress)
+
+
+def decompress_files(inputs, output: Path | None = None, directory: Path | None = None,
+                     force: bool = False, device: str = "cpu", progress: bool = False,
+                     **options) -> list[FileResult]:
+    """Decode `.vae` files to images (PNG unless the output name says otherwise)."""
+    from .codec import decompress
+    from .imageio import save_image
+
+    def convert(source: Path, target: Path) -> None:
+        if target.exists() and not force:
+            raise OutputError(f"{target}: exists (use --force to overwrite)")
+        image = decompress(read_bytes(source), device=device, **options)
+        write_atomically(target, lambda temporary: save_image(image, temporary, target.suffix),
+                         force)
+
+    return _run_batch(inputs, ".png", convert, output, directory, progress)
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, with a `VaecodecError` instead of an OSError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None

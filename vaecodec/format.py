@@ -1,0 +1,119 @@
+"""The `.vae` container: header, sections and checksum. Pure Python: no torch needed to read it.
+
+The byte layout is documented in docs/format.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import FormatError, LimitError, UnsupportedVersionError
+
+MAGIC = b"VAEC"
+FORMAT_VERSION = 1
+# magic, version, mode, flags, reserved, model id, weights hash, quality x100,
+# width, height, four section lengths; the CRC-32 follows.
+_HEADER = struct.Struct("<4sBBBB8s8sHII4I")
+HEADER_SIZE = _HEADER.size + 4
+MODES = ("RGB", "L", "RGBA", "LA")
+SECTIONS = ("z", "y", "alpha", "icc")
+# Pixels a decoder accepts unless told otherwise: 2^28, a little over 16384 x 16384.
+DEFAULT_MAX_PIXELS = 1 << 28
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a `.vae` file says about itself."""
+
+    model_id: str
+    weights_hash: bytes
+    quality: float
+    width: int
+    height: int
+    mode: str
+    version: int = FORMAT_VERSION
+
+    def as_dict(self) -> dict:
+        return {
+            "format_version": self.version, "model": self.model_id,
+            "weights_hash": self.weights_hash.hex(), "quality": self.quality,
+            "width": self.width, "height": self.height, "mode": self.mode,
+        }
+
+
+def pack(header: Header, sections: dict[str, bytes]) -> bytes:
+    """Serialise a header and its sections into the bytes of a `.vae` file."""
+    model = header.model_id.encode("ascii")
+    if len(model) > 8 or len(header.weights_hash) != 8:
+        raise ValueError("model id must be at most 8 ASCII bytes and the weights hash 8 bytes")
+    payload = [sections.get(name, b"") for name in SECTIONS]
+    fixed = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, MODES.index(header.mode), 0, 0, model.ljust(8, b"\0"),
+        header.weights_hash, round(header.quality * 100), header.width, header.height,
+        *(len(p) for p in payload),
+    )
+    body = b"".join(payload)
+    checksum = zlib.crc32(body, zlib.crc32(fixed))
+    return fixed + struct.pack("<I", checksum) + body
+
+
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, dict[str, int]]:
+    """Parse and validate the header; returns it with the section lengths. Checks everything
+    that can be checked without the payload: magic, version, mode, sizes, lengths, limits."""
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise FormatError("not a .vae file (wrong magic number)")
+    if len(data) < 5:
+        raise FormatError("truncated .vae file (header incomplete)")
+    if data[4] > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f".vae format version {data[4]} is newer than this vaecodec reads ({FORMAT_VERSION})")
+    if len(data) < HEADER_SIZE:
+        raise FormatError("truncated .vae file (header incomplete)")
+    (_, version, mode, flags, reserved, model, weights_hash, quality, width, height,
+     *lengths) = _HEADER.unpack_from(data)
+    if version == 0:
+        raise FormatError("corrupt .vae header (version 0)")
+    if mode >= len(MODES) or flags or reserved:
+        raise FormatError("corrupt .vae header (unknown mode or flags)")
+    if not 100 <= quality <= 800:
+        raise FormatError(f"corrupt .vae header (quality {quality / 100} out of range)")
+    if width == 0 or height == 0:
+        raise FormatError("corrupt .vae header (zero width or height)")
+    if width * height > max_pixels:
+        raise LimitError(
+            f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+    try:
+        model_id = model.rstrip(b"\0").decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("corrupt .vae header (model id)") from None
+    if sum(lengths) != len(data) - HEADER_SIZE:
+        raise FormatError(
+            f"truncated or padded .vae file ({len(data) - HEADER_SIZE} payload bytes, "
+            f"header says {sum(lengths)})")
+    header = Header(model_id, weights_hash, quality / 100, width, height, MODES[mode], version)
+    return header, dict(zip(SECTIONS, lengths))
+
+
+def unpack(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, dict[str, bytes]]:
+    """Validate a whole `.vae` file (header and checksum) and split it into its sections."""
+    header, lengths = read_header(data, max_pixels)
+    (stored,) = struct.unpack_from("<I", data, _HEADER.size)
+    if zlib.crc32(data[HEADER_SIZE:], zlib.crc32(data[:_HEADER.size])) != stored:
+        raise FormatError("corrupt .vae file (checksum mismatch)")
+    sections, offset = {}, HEADER_SIZE
+    for name in SECTIONS:
+        sections[name] = data[offset:offset + lengths[name]]
+        offset += lengths[name]
+    return header, sections
+
+
+def describe(data: bytes) -> dict:
+    """The header of a `.vae` file and its section sizes, without decoding anything."""
+    header, lengths = read_header(bytes(data), max_pixels=1 << 62)
+    result = header.as_dict()
+    result.update({f"{name}_bytes": n for name, n in lengths.items()})
+    result["file_bytes"] = len(data)
+    result["bpp"] = round(8 * len(data) / (header.width * header.height), 4)
+    return result

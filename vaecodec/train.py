@@ -1,0 +1,298 @@
+"""Training: rate + lambda * distortion over random crops of a folder of photographs.
+
+One model covers every quality: each crop in a batch draws its own continuous quality in [1, 8],
+which selects both its lambda and its (interpolated) latent gain. The rate of y is the Gaussian
+likelihood under the hyper-synthesis' means and scales with additive uniform noise; the
+synthesis sees the rounded latents through a straight-through estimator, which matches what the
+decoder receives. The rate of z comes from CompressAI's EntropyBottleneck.
+
+Checkpoints hold everything needed to resume exactly (model, entropy bottleneck, optimizer,
+step, wall-clock, the data generator's state) and load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .networks import (
+    LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
+    lambda_for_quality, split_entropy_parameters,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in every checkpoint."""
+
+    data: str = "../shared/data/train"
+    out: str = "runs/main"
+    steps: int = 40_000           # the schedule's length; a resumed run may extend it
+    batch: int = 8
+    patch: int = 128
+    lr: float = 4e-4
+    warmup: int = 300
+    decay_from: float = 0.8       # fraction of `steps` after which the lr decays linearly to 1/20
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    holdout: int = 12             # images kept out of training for validation
+    checkpoint_minutes: float = 5.0
+    validate_every: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0              # 0: let torch decide
+    N: int = 96
+    M: int = 128
+    H: int = 96
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly inside a folder, sorted by name."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def split_holdout(paths: list[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """A fixed, name-based split so every run and every resume holds out the same images."""
+    ranked = sorted(paths, key=lambda p: hash_name(p.name))
+    return ranked[count:], ranked[:count]
+
+
+def hash_name(name: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+
+
+class CropSampler:
+    """Random crops, randomly downscaled (washes out JPEG artifacts) and flipped, as a batch."""
+
+    def __init__(self, paths: list[Path], patch: int, generator: torch.Generator):
+        self.patch = patch
+        self.generator = generator
+        self.images = [Image.open(p).convert("RGB") for p in paths]
+        for image in self.images:
+            image.load()
+
+    def _uniform(self) -> float:
+        return torch.rand((), generator=self.generator).item()
+
+    def sample(self, batch: int) -> torch.Tensor:
+        crops = []
+        for _ in range(batch):
+            image = self.images[int(self._uniform() * len(self.images))]
+            w, h = image.size
+            largest = min(w, h) / self.patch
+            scale = 1.0 + self._uniform() * (min(largest, 2.0) - 1.0)  # source pixels per output
+            size = int(self.patch * scale)
+            left = int(self._uniform() * (w - size + 1))
+            top = int(self._uniform() * (h - size + 1))
+            crop = image.resize(
+                (self.patch, self.patch), Image.BICUBIC, box=(left, top, left + size, top + size),
+                reducing_gap=None,
+            )
+            array = np.asarray(crop)
+            if self._uniform() < 0.5:
+                array = array[:, ::-1]
+            crops.append(torch.from_numpy(array.copy()))
+        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def gaussian_likelihood(y: torch.Tensor, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Probability of the unit interval around y under N(mean, scale), evaluated on the tail
+    that keeps float precision."""
+    distance = (y - means).abs()
+    upper = torch.special.ndtr((0.5 - distance) / scales)
+    lower = torch.special.ndtr((-0.5 - distance) / scales)
+    return (upper - lower).clamp_min(1e-9)
+
+
+def scales_from_log(log_scales: torch.Tensor) -> torch.Tensor:
+    return torch.exp(log_scales.clamp(math.log(SCALE_MIN), math.log(SCALE_MAX)))
+
+
+class TrainingModel(nn.Module):
+    """The VAE plus CompressAI's factorized prior for z: the training-time objective."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        from compressai.entropy_models import EntropyBottleneck
+
+        self.vae = HyperpriorVAE(cfg)
+        self.z_prior = EntropyBottleneck(cfg.H)
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
+        vae = self.vae
+        gain, inverse_gain = vae.gains(quality)
+        y = vae.g_a(x) * gain
+        z = vae.h_a(y)
+        z_tilde, z_likelihood = self.z_prior(z)
+        means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
+        scales = scales_from_log(log_scales)
+        if self.training:
+            y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+            y_hat = means + (y - means + (torch.round(y - means) - (y - means)).detach())
+        else:
+            y_tilde = y_hat = torch.round(y - means) + means
+        y_likelihood = gaussian_likelihood(y_tilde, means, scales)
+        x_hat = vae.g_s(y_hat * inverse_gain)
+        pixels = x.shape[2] * x.shape[3]
+        bits = -(torch.log2(y_likelihood).sum((1, 2, 3)) + torch.log2(z_likelihood).sum((1, 2, 3)))
+        mse = (x_hat - x).pow(2).mean((1, 2, 3))
+        return {"bpp": bits / pixels, "mse": mse, "x_hat": x_hat}
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    start = int(cfg.decay_from * cfg.steps)
+    if step < start:
+        return cfg.lr
+    progress = min(1.0, (step - start) / max(1, cfg.steps - start))
+    return cfg.lr * (1.0 - 0.95 * progress)
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def validate(model: TrainingModel, images: list[torch.Tensor], qualities=(1, 4, 8)) -> dict:
+    """Estimated bpp and PSNR with hard rounding, on whole images padded to a multiple of 64."""
+    model.eval()
+    results = {}
+    for q in qualities:
+        bpps, psnrs = [], []
+        for x in images:
+            h, w = x.shape[-2:]
+            padded = nn.functional.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
+            out = model(padded, torch.tensor([float(q)]))
+            x_hat = out["x_hat"][..., :h, :w].clamp(0, 1)
+            bpps.append(out["bpp"].item() * padded.shape[2] * padded.shape[3] / (h * w))
+            psnrs.append(psnr((x_hat - x).pow(2).mean()).item())
+        results[f"q{q}_bpp"] = float(np.mean(bpps))
+        results[f"q{q}_psnr"] = float(np.mean(psnrs))
+    model.train()
+    return results
+
+
+def load_validation_images(paths: list[Path], limit: int = 512) -> list[torch.Tensor]:
+    images = []
+    for path in paths:
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((limit, limit))
+        images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 255)
+    return images
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None,
+          log=print) -> Path:
+    """Run (or resume) training; returns the path of the last checkpoint."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H)).to(cfg.device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step, spent = 0, 0.0
+
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=cfg.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step, spent = state["step"], state["seconds"]
+        log(f"resumed at step {step} after {spent / 3600:.2f} h")
+
+    train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
+    sampler = CropSampler(train_paths, cfg.patch, generator)
+    validation_images = load_validation_images(holdout_paths)
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log_file = open(log_path, "a", newline="")
+    writer = csv.writer(log_file)
+    if new_log:
+        writer.writerow(["step", "seconds", "lr", "loss", "bpp", "psnr", "validation"])
+
+    def checkpoint() -> None:
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "aux_optimizer": aux_optimizer.state_dict(), "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "step": step, "seconds": spent,
+            "config": asdict(cfg),
+        })
+
+    model.train()
+    started = time.time() - spent
+    last_checkpoint = time.time()
+    deadline = None if max_minutes is None else time.time() + 60 * max_minutes
+    running = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+    while step < cfg.steps and (deadline is None or time.time() < deadline):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        x = sampler.sample(cfg.batch).to(cfg.device)
+        quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
+        out_ = model(x, quality.to(cfg.device))
+        lam = lambda_for_quality(quality).to(cfg.device)
+        loss = (out_["bpp"] + lam * 255**2 * out_["mse"]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(main_params, cfg.clip)
+        optimizer.step()
+        model.vae.clamp_parameters()
+        aux_optimizer.zero_grad(set_to_none=True)
+        model.z_prior.loss().backward()
+        aux_optimizer.step()
+        step += 1
+        spent = time.time() - started
+
+        running["loss"] += loss.item()
+        running["bpp"] += out_["bpp"].mean().item()
+        running["psnr"] += psnr(out_["mse"]).mean().item()
+        running["n"] += 1
+        validation = ""
+        if step % cfg.validate_every == 0 or step == cfg.steps:
+            validation = " ".join(f"{k}={v:.3f}" for k, v in validate(model, validation_images).items())
+        if step % 100 == 0 or validation:
+            n = running["n"]
+            writer.writerow([step, f"{spent:.0f}", f"{learning_rate(cfg, step):.2e}",
+                             f"{running['loss'] / n:.4f}", f"{running['bpp'] / n:.4f}",
+                             f"{running['psnr'] / n:.2f}", validation])
+            log_file.flush()
+            log(f"step {step}/{cfg.steps} {spent / 60:.1f} min loss {running['loss'] / n:.3f} "
+                f"bpp {running['bpp'] / n:.3f} psnr {running['psnr'] / n:.2f} {validation}")
+            running = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+        if time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes:
+            checkpoint()
+            last_checkpoint = time.time()
+    checkpoint()
+    log_file.close()
+    return checkpoint_path

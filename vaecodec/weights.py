@@ -1,0 +1,156 @@
+"""Shipped weights: export from a training checkpoint, and loading without pickle.
+
+A weights file is a NumPy `.npz` read with `allow_pickle=False` (no code can run at load). It
+holds the float networks in float16, the hyper-synthesis already folded for integer evaluation,
+the integer entropy tables for z and y, and a JSON metadata record. NumPy's format is used
+rather than safetensors because NumPy is already a dependency and gives the same guarantee.
+
+A file's identity is its model id plus the first 8 bytes of the SHA-256 of the weights file;
+both are written into every `.vae` header, so a file is never decoded with other weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .entropy_coding import TableSet
+from .errors import ModelMismatchError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "msh96"
+
+
+def available_models() -> dict[str, Path]:
+    """Model id -> weights file, for every model shipped in the package."""
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.npz"))}
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model: float networks, the exact entropy-parameter network and the tables."""
+
+    model_id: str
+    weights_hash: bytes
+    meta: dict
+    vae: object            # networks.HyperpriorVAE
+    hyper: object          # integer_net.IntegerHyperSynthesis
+    z_tables: TableSet
+    y_tables: TableSet
+
+
+def weights_hash(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()[:8]
+
+
+@lru_cache(maxsize=4)
+def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
+    """Load a shipped model by id (cached)."""
+    import torch
+
+    from .integer_net import IntegerHyperSynthesis
+    from .networks import HyperpriorVAE, ModelConfig
+
+    path = available_models().get(model_id)
+    if path is None:
+        raise ModelMismatchError(f"unknown model '{model_id}' (this vaecodec ships: "
+                                 f"{', '.join(available_models()) or 'none'})")
+    raw = path.read_bytes()
+    arrays = dict(np.load(io.BytesIO(raw), allow_pickle=False))
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    vae = HyperpriorVAE(ModelConfig(**meta["config"]))
+    state = {name[len("vae."):]: torch.from_numpy(array.astype(np.float32))
+             for name, array in arrays.items() if name.startswith("vae.")}
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    if unexpected or any(not name.startswith("h_s.") for name in missing):
+        raise ModelMismatchError(f"weights file {path.name} does not match its model definition")
+    vae.h_s = None   # replaced by the exact integer network
+    vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    layers = []
+    for i, layer in enumerate(meta["hyper_layers"]):
+        layers.append({**layer, "weight": arrays[f"hyper.{i}.weight"].astype(np.float64),
+                       "bias": arrays[f"hyper.{i}.bias"].astype(np.float64)})
+    return ModelBundle(
+        model_id=model_id, weights_hash=hashlib.sha256(raw).digest()[:8], meta=meta, vae=vae,
+        hyper=IntegerHyperSynthesis(layers), z_tables=TableSet.from_arrays(arrays, "z"),
+        y_tables=TableSet.from_arrays(arrays, "y"),
+    )
+
+
+def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -> Path:
+    """Turn a training checkpoint into a shipped weights file."""
+    import torch
+    from torch import nn
+
+    from .entropy_coding import gaussian_tables
+    from .integer_net import fold_scale_index, scale_table
+    from .networks import ModelConfig
+    from .train import TrainingModel
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = state["config"]
+    cfg = ModelConfig(config["N"], config["M"], config["H"])
+    model = TrainingModel(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+
+    arrays: dict[str, np.ndarray] = {}
+    # The float hyper-synthesis is not shipped: coding uses only the folded integer copy below.
+    for name, tensor in model.vae.state_dict().items():
+        if not name.startswith("h_s."):
+            arrays[f"vae.{name}"] = tensor.numpy().astype(np.float16)
+
+    convs = [m for m in model.vae.h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    hyper_layers = []
+    for i, module in enumerate(convs):
+        weight = module.weight.detach().numpy()
+        bias = module.bias.detach().numpy()
+        if i == len(convs) - 1:
+            weight, bias = fold_scale_index(weight, bias, cfg.M)
+        arrays[f"hyper.{i}.weight"] = weight.astype(np.float16)
+        arrays[f"hyper.{i}.bias"] = bias.astype(np.float32)
+        hyper_layers.append({
+            "kind": "deconv" if isinstance(module, nn.ConvTranspose2d) else "conv",
+            "stride": module.stride[0], "relu": i < len(convs) - 1,
+        })
+
+    arrays.update(gaussian_tables(scale_table()).to_arrays("y"))
+    arrays.update(factorized_tables(model.z_prior).to_arrays("z"))
+    meta = {"config": cfg.to_dict(), "hyper_layers": hyper_layers, "step": state["step"],
+            "train_seconds": state["seconds"], "train_config": config, **(notes or {})}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    out.write_bytes(buffer.getvalue())
+    return out
+
+
+def factorized_tables(z_prior) -> TableSet:
+    """Integer tables of CompressAI's EntropyBottleneck, one per channel, over each channel's
+    learned support (its tail quantiles) plus an escape."""
+    import torch
+
+    quantiles = z_prior.quantiles.detach()[:, 0, :]       # (C, 3): low tail, median, high tail
+    lows = torch.floor(quantiles[:, 0]).long() - 1
+    highs = torch.ceil(quantiles[:, 2]).long() + 1
+    grid = torch.arange(int(lows.min()), int(highs.max()) + 1, dtype=torch.float32)
+    channels = quantiles.shape[0]
+    with torch.no_grad():
+        likelihood = z_prior._likelihood(grid.expand(channels, 1, -1).contiguous())[0][:, 0]
+    tables = []
+    for c in range(channels):
+        first = int(lows[c] - grid[0])
+        probabilities = likelihood[c, first:first + int(highs[c] - lows[c]) + 1].double().numpy()
+        escape = max(0.0, 1.0 - probabilities.sum())
+        tables.append((int(lows[c]), np.append(probabilities, escape)))
+    return TableSet.from_probabilities(tables)
