@@ -31,24 +31,70 @@ MEAN_UNIT = float(1 << ACTIVATION_BITS)   # means are integers in units of 1/MEA
 
 @dataclass
 class Coded:
-    """Everything `encode_latents` and `decode_latents` agree on, for tests and tools."""
+    """Everything `encode_latents` and `read` agree on, for tests and tools."""
 
     z: np.ndarray            # int64 (1, H, h, w)
     residual: np.ndarray     # int64 (1, M, 4h, 4w)
-    means: np.ndarray        # int64, units of 2^-ACTIVATION_BITS
+    means: np.ndarray        # int64, units of 1/MEAN_UNIT
     scale_index: np.ndarray  # int64
 
 
-def resolve_device(device: str):
-    import torch
+class NumpyTransforms:
+    """The float transforms on the CPU with NumPy (the default: no torch import)."""
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
+    def __init__(self, bundle: ModelBundle, dtype):
+        self.params = bundle.params_as(dtype)
+        self.config = bundle.config
+        self.np_dtype = np.dtype(dtype)
+
+    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+        from . import numpy_backend
+        from .architecture import TRANSFORMS
+
+        layers = TRANSFORMS[name](self.config)
+        return numpy_backend.run(layers, self.params, name, x.astype(self.np_dtype, copy=False))
+
+
+class TorchTransforms:
+    """The same transforms with PyTorch, on a CPU or a GPU."""
+
+    def __init__(self, bundle: ModelBundle, device: str, dtype):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.np_dtype = np.dtype(dtype)
+        self.dtype = getattr(torch, self.np_dtype.name)
+        self.vae = bundle.torch_model().to(self.device, self.dtype)
+
+    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)[None]
+            return getattr(self.vae, name)(tensor)[0].cpu().numpy()
+
+
+def transforms_for(bundle: ModelBundle, device: str, precision: str, backend: str | None):
+    """NumPy on the CPU unless a GPU or the torch backend is asked for."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}' (use {' or '.join(PRECISIONS)})")
+    if device not in ("cpu", "cuda", "auto"):
         raise InputError(f"unknown device '{device}' (use cpu, cuda or auto)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(device)
+    if backend not in (None, "numpy", "torch"):
+        raise InputError(f"unknown backend '{backend}' (use numpy or torch)")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda asked for, but no CUDA device is available")
+        return TorchTransforms(bundle, "cuda", precision)
+    if backend == "torch":
+        return TorchTransforms(bundle, "cpu", precision)
+    return NumpyTransforms(bundle, np.dtype(precision))
 
 
 def check_quality(quality: float) -> float:
@@ -67,12 +113,10 @@ def check_tile(tile: int) -> int:
     return tile
 
 
-def tiled(function, x, scale: float, tile: int, halo: int):
-    """Apply a convolutional `function` tile by tile with `halo` of context (in input units)
-    around each tile; `scale` is output size / input size. Identical to one call on the whole
-    input up to float rounding, because the halo covers the receptive field."""
-    import torch
-
+def tiled(function, x: np.ndarray, scale: float, tile: int, halo: int) -> np.ndarray:
+    """Apply a convolutional `function` to (C, H, W) tile by tile with `halo` of context (in
+    input units) around each tile; `scale` is output size / input size. Equal to one call on the
+    whole input up to float rounding, because the halo covers the receptive field."""
     height, width = x.shape[-2:]
     if height <= tile + 2 * halo and width <= tile + 2 * halo:
         return function(x)
@@ -83,65 +127,51 @@ def tiled(function, x, scale: float, tile: int, halo: int):
             bottom, right = min(height, top + tile), min(width, left + tile)
             t, l = max(0, top - halo), max(0, left - halo)
             b, r = min(height, bottom + halo), min(width, right + halo)
-            out = function(x[..., t:b, l:r])
-            row.append(out[..., int((top - t) * scale):int((bottom - t) * scale),
+            out = function(x[:, t:b, l:r])
+            row.append(out[:, int((top - t) * scale):int((bottom - t) * scale),
                            int((left - l) * scale):int((right - l) * scale)])
-        rows.append(torch.cat(row, dim=-1))
-    return torch.cat(rows, dim=-2)
+        rows.append(np.concatenate(row, axis=2))
+    return np.concatenate(rows, axis=1)
 
 
-def to_tensor(rgb: np.ndarray, device, dtype):
-    import torch
-
-    x = torch.from_numpy(np.array(rgb, np.uint8)).to(device).permute(2, 0, 1)[None].to(dtype) / 255.0
+def padded_image(rgb: np.ndarray, dtype) -> np.ndarray:
+    """(3, H', W') in 0..1, edge-padded to multiples of PAD."""
     height, width = rgb.shape[:2]
-    return torch.nn.functional.pad(x, (0, -width % PAD, 0, -height % PAD), mode="replicate")
+    padded = np.pad(rgb, ((0, -height % PAD), (0, -width % PAD), (0, 0)), mode="edge")
+    return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=dtype) / dtype(255)
 
 
-def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, device="cpu",
-                   dtype=None, tile: int = TILE) -> Coded:
+def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
+                   tile: int = TILE) -> Coded:
     """Analysis transforms and quantization: the integer symbols a file stores."""
-    import torch
-
-    dtype = dtype or torch.float32
-    vae = bundle.vae.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        x = to_tensor(rgb, device, dtype)
-        gain, _ = vae.gains(quality)
-        y = tiled(vae.g_a, x, 1 / 16, tile, HALO) * gain.to(device, dtype)
-        z = vae.h_a(y)
-        z = torch.round(z).clamp(entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX)
-        z = z.to(torch.int64).cpu().numpy()
-        means, scale_index = bundle.hyper(z)
-        means_t = torch.from_numpy(means).to(device, torch.float64) / MEAN_UNIT
-        residual = torch.round(y.to(torch.float64) - means_t)
-        residual = residual.clamp(entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX)
-    return Coded(z=z, residual=residual.to(torch.int64).cpu().numpy(), means=means,
+    x = padded_image(rgb, transforms.np_dtype.type)
+    gain, _ = bundle.gains(quality)
+    y = tiled(lambda t: transforms("g_a", t), x, 1 / 16, tile, HALO)
+    y = y * gain.astype(y.dtype)[:, None, None]
+    z = transforms("h_a", y)
+    z = np.clip(np.round(z), entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX).astype(np.int64)
+    means, scale_index = bundle.hyper(z[None])
+    residual = np.round(y.astype(np.float64)[None] - means / MEAN_UNIT)
+    residual = np.clip(residual, entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX)
+    return Coded(z=z[None], residual=residual.astype(np.int64), means=means,
                  scale_index=scale_index)
 
 
 def synthesize(bundle: ModelBundle, coded: Coded, quality: float, height: int, width: int,
-               device="cpu", dtype=None, tile: int = TILE) -> np.ndarray:
+               transforms, tile: int = TILE) -> np.ndarray:
     """The decoder's image from the symbols: (height, width, 3) uint8."""
-    import torch
-
-    dtype = dtype or torch.float32
-    vae = bundle.vae.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        y_hat = (torch.from_numpy(coded.residual).to(device, torch.float64)
-                 + torch.from_numpy(coded.means).to(device, torch.float64) / MEAN_UNIT)
-        _, inverse_gain = vae.gains(quality)
-        y_hat = y_hat.to(dtype) * inverse_gain.to(device, dtype)
-        x_hat = tiled(vae.g_s, y_hat, 16, tile // 16, HALO // 16)
-        x_hat = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round().to(torch.uint8)
-    return x_hat.permute(1, 2, 0).cpu().numpy()
+    _, inverse_gain = bundle.gains(quality)
+    y_hat = (coded.residual[0] + coded.means[0] / MEAN_UNIT) * inverse_gain[:, None, None]
+    x_hat = tiled(lambda t: transforms("g_s", t), y_hat, 16, tile // 16, HALO // 16)
+    x_hat = np.clip(x_hat[:, :height, :width], 0, 1) * 255
+    return np.ascontiguousarray(np.round(x_hat).astype(np.uint8).transpose(1, 2, 0))
 
 
 def latent_shapes(bundle: ModelBundle, height: int, width: int) -> tuple[tuple, tuple]:
     padded_h, padded_w = -(-height // PAD) * PAD, -(-width // PAD) * PAD
-    cfg = bundle.meta["config"]
-    z_shape = (1, cfg["H"], padded_h // 64, padded_w // 64)
-    y_shape = (1, cfg["M"], padded_h // 16, padded_w // 16)
+    cfg = bundle.config
+    z_shape = (1, cfg.H, padded_h // 64, padded_w // 64)
+    y_shape = (1, cfg.M, padded_h // 16, padded_w // 16)
     return z_shape, y_shape
 
 
@@ -149,28 +179,20 @@ def z_table_index(shape: tuple) -> np.ndarray:
     return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
 
 
-def resolve_precision(precision: str):
-    import torch
-
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision '{precision}' (use {' or '.join(PRECISIONS)})")
-    return getattr(torch, precision)
-
-
 def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
              model: str = DEFAULT_MODEL, tile: int = TILE, precision: str = "float32",
-             max_pixels: int = vae_format.DEFAULT_MAX_PIXELS) -> bytes:
+             max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None) -> bytes:
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
-    `quality` runs from 1 (smallest) to 8 (best), fractional values included. `tile` (pixels)
-    and `precision` ("float32" or "float64") change only how the float networks run; any
-    decoder decodes the result. Raises a `VaecodecError` subclass on bad input."""
+    `quality` runs from 1 (smallest) to 8 (best), fractional values included. `device` is
+    "cpu", "cuda" or "auto". `tile` (pixels), `precision` ("float32" or "float64") and `backend`
+    ("numpy", the CPU default, or "torch") change only how the float networks run; any decoder
+    decodes the result. Raises a `VaecodecError` subclass on bad input."""
     quality = check_quality(quality)
     source = imageio.prepare(image, max_pixels)
     bundle = load_model(model)
-    torch_device = resolve_device(device)
-    coded = encode_latents(bundle, source.rgb, quality, torch_device,
-                           resolve_precision(precision), tile=check_tile(tile))
+    transforms = transforms_for(bundle, device, precision, backend)
+    coded = encode_latents(bundle, source.rgb, quality, transforms, check_tile(tile))
     height, width = source.rgb.shape[:2]
     sections = {
         "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
@@ -203,12 +225,13 @@ def read(data: bytes, max_pixels: int = vae_format.DEFAULT_MAX_PIXELS):
 
 
 def decompress(data: bytes, device: str = "cpu", tile: int = TILE, precision: str = "float32",
-               max_pixels: int = vae_format.DEFAULT_MAX_PIXELS):
+               max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None):
     """Decode `.vae` bytes to a PIL image in the original mode (RGB, L, RGBA or LA), with its
     ICC profile. Raises a `VaecodecError` subclass on a bad file."""
+    tile = check_tile(tile)
     header, bundle, coded, sections = read(data, max_pixels)
-    rgb = synthesize(bundle, coded, header.quality, header.height, header.width,
-                     resolve_device(device), resolve_precision(precision), check_tile(tile))
+    transforms = transforms_for(bundle, device, precision, backend)
+    rgb = synthesize(bundle, coded, header.quality, header.height, header.width, transforms, tile)
     alpha = None
     if header.mode in ("RGBA", "LA"):
         try:

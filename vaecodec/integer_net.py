@@ -15,73 +15,62 @@ network's receptive field), which bounds memory on large images.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
-from .networks import LOG_SCALE_STEP, SCALE_LEVELS, SCALE_MIN
+from .architecture import LOG_SCALE_STEP, SCALE_LEVELS, SCALE_MIN
+from .numpy_backend import conv2d, conv_transpose2d
 
 ACTIVATION_BITS = 8
 WEIGHT_BITS = 12
-ACTIVATION_LIMIT = float(1 << 22)   # keeps every partial sum below 2^53
+ACTIVATION_LIMIT = float(1 << 22)   # with |weights| < 2^16 and <= 4096 inputs per output,
+                                    # every partial sum stays below 2^51
 HALO = 4                            # z rows of context a tile needs, > receptive field radius
 TILE_ROWS = 16
 
 
 class IntegerHyperSynthesis:
-    """Integer version of `networks.hyper_synthesis`: z (integers) -> (means in 1/2^8 units,
-    scale indices)."""
+    """Integer version of the hyper-synthesis: z (integers) -> (means in units of
+    2^-ACTIVATION_BITS, scale indices)."""
 
     def __init__(self, layers: list[dict]):
         """`layers`: dicts with 'kind' ('conv' or 'deconv'), 'weight', 'bias' (float arrays,
         already holding the folded scale-index transform), 'stride' and 'relu'."""
         self.layers = []
         for layer in layers:
-            weight = torch.as_tensor(np.asarray(layer["weight"], np.float64))
-            bias = torch.as_tensor(np.asarray(layer["bias"], np.float64))
-            self.layers.append({
-                "kind": layer["kind"], "stride": layer["stride"], "relu": layer["relu"],
-                "weight": torch.round(weight * (1 << WEIGHT_BITS)),
-                "bias": torch.round(bias * (1 << (WEIGHT_BITS + ACTIVATION_BITS))),
-            })
+            weight = np.round(np.asarray(layer["weight"], np.float64) * (1 << WEIGHT_BITS))
+            bias = np.round(np.asarray(layer["bias"], np.float64)
+                            * (1 << (WEIGHT_BITS + ACTIVATION_BITS)))
+            if np.abs(weight).max() >= 1 << 16 or np.abs(bias).max() >= 1 << 48:
+                raise ValueError("hyper-synthesis weights too large for exact integer evaluation")
+            self.layers.append({"kind": layer["kind"], "stride": layer["stride"],
+                                "relu": layer["relu"], "weight": weight, "bias": bias})
         self.latent_channels = self.layers[-1]["weight"].shape[0] // 2
-        largest = max(layer["weight"].abs().max().item() for layer in self.layers)
-        if largest >= 1 << 20:
-            raise ValueError("hyper-synthesis weights too large for exact integer evaluation")
 
-    def _run(self, z: torch.Tensor) -> torch.Tensor:
-        x = z.to(torch.float64) * (1 << ACTIVATION_BITS)
+    def _run(self, z: np.ndarray) -> np.ndarray:
+        x = z.astype(np.float64) * (1 << ACTIVATION_BITS)
         for layer in self.layers:
-            weight, kernel = layer["weight"], layer["weight"].shape[-1]
-            if layer["kind"] == "deconv":
-                stride = layer["stride"]
-                x = F.conv_transpose2d(x, weight, layer["bias"], stride=stride,
-                                       padding=kernel // 2, output_padding=stride - 1)
-            else:
-                x = F.conv2d(x, weight, layer["bias"], stride=layer["stride"], padding=kernel // 2)
-            x = torch.floor(x / (1 << WEIGHT_BITS))
+            op = conv_transpose2d if layer["kind"] == "deconv" else conv2d
+            x = np.floor(op(x, layer["weight"], layer["bias"], layer["stride"]) / (1 << WEIGHT_BITS))
             if layer["relu"]:
-                x = x.clamp_min(0)
-            x = x.clamp(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+                x = np.maximum(x, 0)
+            x = np.clip(x, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
         return x
 
     def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """z: int array (1, C, h, w). Returns means (int64, units of 2^-8) and scale indices
-        (int64 in 0..SCALE_LEVELS-1), each of shape (1, M, 4h, 4w)."""
-        z = torch.as_tensor(np.asarray(z, np.int64))
-        height = z.shape[2]
+        """z: int array (1, C, h, w). Returns means (int64, units of 2^-ACTIVATION_BITS) and
+        scale indices (int64 in 0..SCALE_LEVELS-1), each of shape (1, M, 4h, 4w)."""
+        z = np.asarray(z, np.int64)[0]
+        height = z.shape[1]
         bands = []
-        with torch.no_grad():
-            for top in range(0, height, TILE_ROWS):
-                bottom = min(height, top + TILE_ROWS)
-                lo, hi = max(0, top - HALO), min(height, bottom + HALO)
-                out = self._run(z[:, :, lo:hi])
-                bands.append(out[:, :, 4 * (top - lo):4 * (bottom - lo)])
-        out = torch.cat(bands, dim=2).to(torch.int64).numpy()
+        for top in range(0, height, TILE_ROWS):
+            bottom = min(height, top + TILE_ROWS)
+            lo, hi = max(0, top - HALO), min(height, bottom + HALO)
+            out = self._run(z[:, lo:hi])
+            bands.append(out[:, 4 * (top - lo):4 * (bottom - lo)])
+        out = np.concatenate(bands, axis=1).astype(np.int64)[None]
         m = self.latent_channels
-        means = out[:, :m]
         half = 1 << (ACTIVATION_BITS - 1)
         indices = np.clip((out[:, m:] + half) >> ACTIVATION_BITS, 0, SCALE_LEVELS - 1)
-        return means, indices
+        return np.ascontiguousarray(out[:, :m]), indices
 
 
 def fold_scale_index(weight: np.ndarray, bias: np.ndarray, latent_channels: int):

@@ -14,14 +14,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .architecture import ModelConfig
 from .entropy_coding import TableSet
 from .errors import ModelMismatchError
+from .integer_net import IntegerHyperSynthesis
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "msh96"
@@ -34,29 +36,58 @@ def available_models() -> dict[str, Path]:
 
 @dataclass
 class ModelBundle:
-    """A loaded model: float networks, the exact entropy-parameter network and the tables."""
+    """A loaded model: float weights, the exact entropy-parameter network and the tables."""
 
     model_id: str
     weights_hash: bytes
     meta: dict
-    vae: object            # networks.HyperpriorVAE
-    hyper: object          # integer_net.IntegerHyperSynthesis
+    config: ModelConfig
+    params: dict              # name -> float32 array, names as in networks.HyperpriorVAE
+    hyper: IntegerHyperSynthesis
     z_tables: TableSet
     y_tables: TableSet
+    _cache: dict = field(default_factory=dict, repr=False)
 
+    def params_as(self, dtype) -> dict:
+        """The float weights in `dtype` (cached)."""
+        key = ("params", np.dtype(dtype).name)
+        if key not in self._cache:
+            self._cache[key] = {k: v.astype(dtype) for k, v in self.params.items()}
+        return self._cache[key]
 
-def weights_hash(path: Path) -> bytes:
-    return hashlib.sha256(path.read_bytes()).digest()[:8]
+    def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
+        """Gain and inverse gain vectors (M,) for a quality, as float64."""
+        from .architecture import quality_weights
+
+        low, frac = quality_weights(quality)
+
+        def mix(table):
+            return np.exp(table[low].astype(np.float64) * (1 - frac)
+                          + table[low + 1].astype(np.float64) * frac)
+
+        return mix(self.params["log_gain"]), mix(self.params["log_inverse_gain"])
+
+    def torch_model(self):
+        """The float networks as a PyTorch `HyperpriorVAE` (for GPU coding), without h_s."""
+        if "torch" not in self._cache:
+            import torch
+
+            from .networks import HyperpriorVAE
+
+            vae = HyperpriorVAE(self.config)
+            state = {k: torch.from_numpy(v) for k, v in self.params.items()}
+            missing, unexpected = vae.load_state_dict(state, strict=False)
+            if unexpected or any(not name.startswith("h_s.") for name in missing):
+                raise ModelMismatchError(f"weights of '{self.model_id}' do not match the model")
+            vae.h_s = None   # coding uses the exact integer network instead
+            vae.eval().requires_grad_(False)
+            self._cache["torch"] = vae
+        return self._cache["torch"]
 
 
 @lru_cache(maxsize=4)
 def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
-    """Load a shipped model by id (cached)."""
-    import torch
-
-    from .integer_net import IntegerHyperSynthesis
-    from .networks import HyperpriorVAE, ModelConfig
-
+    """Load a shipped model by id (cached). Needs NumPy only."""
     path = available_models().get(model_id)
     if path is None:
         raise ModelMismatchError(f"unknown model '{model_id}' (this vaecodec ships: "
@@ -64,24 +95,14 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
     raw = path.read_bytes()
     arrays = dict(np.load(io.BytesIO(raw), allow_pickle=False))
     meta = json.loads(arrays.pop("meta").tobytes().decode())
-    vae = HyperpriorVAE(ModelConfig(**meta["config"]))
-    state = {name[len("vae."):]: torch.from_numpy(array.astype(np.float32))
-             for name, array in arrays.items() if name.startswith("vae.")}
-    missing, unexpected = vae.load_state_dict(state, strict=False)
-    if unexpected or any(not name.startswith("h_s.") for name in missing):
-        raise ModelMismatchError(f"weights file {path.name} does not match its model definition")
-    vae.h_s = None   # replaced by the exact integer network
-    vae.eval()
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    layers = []
-    for i, layer in enumerate(meta["hyper_layers"]):
-        layers.append({**layer, "weight": arrays[f"hyper.{i}.weight"].astype(np.float64),
-                       "bias": arrays[f"hyper.{i}.bias"].astype(np.float64)})
+    params = {name[len("vae."):]: array.astype(np.float32)
+              for name, array in arrays.items() if name.startswith("vae.")}
+    layers = [{**layer, "weight": arrays[f"hyper.{i}.weight"], "bias": arrays[f"hyper.{i}.bias"]}
+              for i, layer in enumerate(meta["hyper_layers"])]
     return ModelBundle(
-        model_id=model_id, weights_hash=hashlib.sha256(raw).digest()[:8], meta=meta, vae=vae,
-        hyper=IntegerHyperSynthesis(layers), z_tables=TableSet.from_arrays(arrays, "z"),
-        y_tables=TableSet.from_arrays(arrays, "y"),
+        model_id=model_id, weights_hash=hashlib.sha256(raw).digest()[:8], meta=meta,
+        config=ModelConfig(**meta["config"]), params=params, hyper=IntegerHyperSynthesis(layers),
+        z_tables=TableSet.from_arrays(arrays, "z"), y_tables=TableSet.from_arrays(arrays, "y"),
     )
 
 
@@ -92,7 +113,6 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
 
     from .entropy_coding import gaussian_tables
     from .integer_net import fold_scale_index, scale_table
-    from .networks import ModelConfig
     from .train import TrainingModel
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)

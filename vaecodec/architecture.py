@@ -1,0 +1,92 @@
+"""The model's architecture as plain data: widths, layer lists, quality levels, scale table.
+
+Both backends read these lists: `networks.py` builds PyTorch modules from them (training, GPU
+coding) and `numpy_backend.py` evaluates them with NumPy (CPU coding without importing torch).
+Layer i of a list is module i of the matching `nn.Sequential`, so weight names agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+# The scale table shared by training and coding: SCALE_LEVELS log-spaced standard deviations.
+SCALE_MIN = 0.11
+SCALE_MAX = 256.0
+SCALE_LEVELS = 64
+LOG_SCALE_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+
+# One rate-distortion trade-off per integer quality 1..8 (loss = bpp + lambda * 255^2 * MSE).
+QUALITY_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+MIN_QUALITY = 1.0
+MAX_QUALITY = float(len(QUALITY_LAMBDAS))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Widths of the networks. N: transform channels, M: latent channels, H: hyper channels."""
+
+    N: int = 96
+    M: int = 160
+    H: int = 96
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Layers: ("conv" | "deconv", in, out, kernel, stride), ("gdn" | "igdn", channels), ("relu",).
+# Convolutions pad by kernel // 2; transposed ones add stride - 1 output padding, so each
+# stride-2 layer halves or doubles the size exactly.
+
+def analysis_layers(cfg: ModelConfig) -> list[tuple]:
+    """Image (3 channels, values 0..1) to latents y, downsampled 16 times."""
+    n, m = cfg.N, cfg.M
+    return [("conv", 3, n, 5, 2), ("gdn", n), ("conv", n, n, 5, 2), ("gdn", n),
+            ("conv", n, n, 5, 2), ("gdn", n), ("conv", n, m, 5, 2)]
+
+
+def synthesis_layers(cfg: ModelConfig) -> list[tuple]:
+    """Latents back to an image, upsampled 16 times."""
+    n, m = cfg.N, cfg.M
+    return [("deconv", m, n, 5, 2), ("igdn", n), ("deconv", n, n, 5, 2), ("igdn", n),
+            ("deconv", n, n, 5, 2), ("igdn", n), ("deconv", n, 3, 5, 2)]
+
+
+def hyper_analysis_layers(cfg: ModelConfig) -> list[tuple]:
+    """Latents y to hyper-latents z, downsampled 4 more times."""
+    m, h = cfg.M, cfg.H
+    return [("conv", m, h, 3, 1), ("relu",), ("conv", h, h, 5, 2), ("relu",), ("conv", h, h, 5, 2)]
+
+
+def hyper_synthesis_layers(cfg: ModelConfig) -> list[tuple]:
+    """Hyper-latents z to 2M channels: M means, then M log-scales, for every element of y.
+    Only convolutions and ReLUs, so that `integer_net.py` can evaluate it exactly."""
+    m, h = cfg.M, cfg.H
+    return [("deconv", h, m, 5, 2), ("relu",), ("deconv", m, m * 3 // 2, 5, 2), ("relu",),
+            ("conv", m * 3 // 2, 2 * m, 3, 1)]
+
+
+TRANSFORMS = {"g_a": analysis_layers, "g_s": synthesis_layers, "h_a": hyper_analysis_layers,
+              "h_s": hyper_synthesis_layers}
+
+
+def quality_weights(quality: float) -> tuple[int, float]:
+    """The two gain levels a quality lies between: (lower level index, weight of the upper)."""
+    low = int(min(max(math.floor(quality), MIN_QUALITY), MAX_QUALITY - 1)) - 1
+    return low, min(max(quality - 1 - low, 0.0), 1.0)
+
+
+def lambda_for_quality_value(quality: float) -> float:
+    """The rate-distortion weight of a (possibly fractional) quality, log-linear between levels."""
+    low, frac = quality_weights(quality)
+    logs = np.log(QUALITY_LAMBDAS)
+    return float(np.exp(logs[low] * (1 - frac) + logs[low + 1] * frac))
+
+
+def initial_log_gains() -> np.ndarray:
+    """Per-quality log gains, (levels, 1): 0.5 log(lambda / geometric-mean lambda), where
+    high-rate theory puts them (quantization step ~ 1/sqrt(lambda))."""
+    logs = np.log(QUALITY_LAMBDAS)
+    return (0.5 * (logs - logs.mean()))[:, None]
