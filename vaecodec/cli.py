@@ -56,12 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--batch", type=int, default=8)
     sub.add_argument("--patch", type=int, default=128)
     sub.add_argument("--lr", type=float, default=4e-4)
+    sub.add_argument("--decay-from", type=float, default=0.8,
+                     help="fraction of --steps after which the learning rate decays to 1/20")
     sub.add_argument("--widths", default="96,160,96", help="N,M,H channel widths")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     sub.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long")
+
+    sub = commands.add_parser("bench", help="rate-distortion and speed against classical codecs")
+    sub.add_argument("--images", type=Path, help="folder of images (default: the bundled Kodak)")
+    sub.add_argument("--codecs", help="comma-separated: vaecodec,jpeg420,jpeg444,webp,avif,"
+                     "jpeg2000,jpegxl (default: all available)")
+    sub.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="vaecodec qualities")
+    sub.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    sub.add_argument("--out", type=Path, default=Path("bench-out"))
+    sub.add_argument("--quick", action="store_true", help="two images, three points per codec")
+    sub.add_argument("--threads", type=int)
+    sub.add_argument("--repeats", type=int, help="timing repeats (default 3, quick 1)")
 
     sub = commands.add_parser("export", help="turn a training checkpoint into shipped weights")
     sub.add_argument("checkpoint", type=Path)
@@ -118,9 +131,26 @@ def run(args) -> int:
 
         n, m, h = (int(v) for v in args.widths.split(","))
         cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch,
-                          patch=args.patch, lr=args.lr, device=args.device,
+                          patch=args.patch, lr=args.lr, decay_from=args.decay_from,
+                          device=args.device,
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
+        return 0
+    if args.command == "bench":
+        from .benchmark import DEFAULT_IMAGES, run as run_benchmark
+
+        device = args.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        record = run_benchmark(
+            images_dir=args.images or DEFAULT_IMAGES,
+            codecs=args.codecs.split(",") if args.codecs else None,
+            qualities=[float(q) for q in args.qualities.split(",")], device=device,
+            out=args.out, quick=args.quick, threads=args.threads, repeats=args.repeats,
+            command="vaecodec " + " ".join(sys.argv[1:]))
+        print((args.out / "results.md").read_text())
         return 0
     if args.command == "export":
         from .weights import export
