@@ -100,6 +100,25 @@ def test_sixteen_bit_input_warns_and_codes(tmp_path, crop):
     assert psnr(np.asarray(image), gray16 // 257) > MIN_PSNR
 
 
+def test_sixteen_bit_rgb_warns(tmp_path):
+    import struct
+    import zlib
+
+    height, width = 8, 10
+    rows = [b"\x00" + (np.arange(width * 3, dtype=">u2") * 2000).tobytes() for _ in range(height)]
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = tmp_path / "rgb48.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+    with pytest.warns(UserWarning, match="16-bit"):
+        data = vaecodec.compress(path)
+    assert vaecodec.decompress(data).size == (width, height)
+
+
 def test_icc_profile_is_carried(tmp_path, crop):
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     path = tmp_path / "with_icc.png"

@@ -160,8 +160,15 @@ def run(args) -> int:
     raise AssertionError(args.command)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"vaecodec: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Entry point of the `vaecodec` console script."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -48,7 +48,11 @@ def open_image(source, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise LimitError(f"{path}: {width}x{height} pixels exceeds the limit of "
                                  f"{max_pixels} pixels")
+            # Pillow reads 16-bit RGB as 8-bit RGB silently; its raw mode still tells.
+            deep = any(";16" in str(tile.args) for tile in image.tile)
             image.load()
+            if deep and image.mode in ("RGB", "RGBA"):
+                warnings.warn("16-bit input converted to 8 bits", stacklevel=4)
         except LimitError:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
