@@ -55,3 +55,24 @@ def test_exported_weights_code_an_image(folder, tmp_path, monkeypatch):
         assert decoded.size == (200, 150)
     finally:
         weights.load_model.cache_clear()
+
+
+def test_distributed_training_with_two_cpu_processes(folder, tmp_path):
+    """torchrun with two gloo processes: DDP keeps the replicas identical, rank 0 checkpoints."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29531", "-m", "vaecodec.cli", "train", "--data", str(folder),
+               "--out", str(out), "--steps", "3", "--batch", "2", "--patch", "64",
+               "--widths", "8,8,8", "--threads", "1", "--holdout", "1", "--save-replicas"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    replica = torch.load(out / "replica1.pt", weights_only=True)
+    for name, tensor in state["model"].items():
+        assert torch.equal(tensor, replica[name]), name

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     sub.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long")
+    sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
+    sub.add_argument("--save-replicas", action="store_true",
+                     help="under torchrun, every rank also saves its final weights (for tests)")
 
     sub = commands.add_parser("bench", help="rate-distortion and speed against classical codecs")
     sub.add_argument("--images", type=Path, help="folder of images (default: the bundled Kodak)")
@@ -133,7 +136,8 @@ def run(args) -> int:
         cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch,
                           patch=args.patch, lr=args.lr, decay_from=args.decay_from,
                           device=args.device,
-                          threads=args.threads, seed=args.seed, N=n, M=m, H=h)
+                          threads=args.threads, seed=args.seed, N=n, M=m, H=h,
+                          holdout=args.holdout, save_replicas=args.save_replicas)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":

@@ -54,8 +54,9 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0              # 0: let torch decide
     N: int = 96
-    M: int = 128
+    M: int = 160
     H: int = 96
+    save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -203,46 +204,87 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(temporary, path)
 
 
+def distributed_context(device: str) -> tuple[int, int]:
+    """(rank, world size). Under torchrun (WORLD_SIZE > 1) this joins the process group:
+    gloo on CPUs, NCCL on GPUs."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
 def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None,
           log=print) -> Path:
-    """Run (or resume) training; returns the path of the last checkpoint."""
+    """Run (or resume) training; returns the path of the last checkpoint.
+
+    Under torchrun every process trains on its own crops (batch `cfg.batch` each) and
+    DistributedDataParallel averages the gradients; rank 0 validates, logs and checkpoints."""
+    import torch.distributed as dist
+
+    rank, world = distributed_context(cfg.device)
+    device = cfg.device
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
 
-    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H)).to(cfg.device)
+    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H)).to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed + rank)
     step, spent = 0, 0.0
 
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=cfg.device, weights_only=True)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         step, spent = state["step"], state["seconds"]
+        if rank == 0:
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+        else:   # other ranks continue on fresh, step-dependent streams
+            generator.manual_seed(cfg.seed + rank + 1000 * step)
+            torch.manual_seed(cfg.seed + rank + 1000 * step)
         log(f"resumed at step {step} after {spent / 3600:.2f} h")
+    trainer = model
+    if world > 1:
+        # The quantiles only enter the auxiliary loss, outside DDP's forward.
+        trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
     sampler = CropSampler(train_paths, cfg.patch, generator)
-    validation_images = load_validation_images(holdout_paths)
+    validation_images = load_validation_images(holdout_paths) if rank == 0 else []
     log_path = out / "log.csv"
     new_log = not log_path.exists()
-    log_file = open(log_path, "a", newline="")
+    log_file = open(log_path, "a", newline="") if rank == 0 else open(os.devnull, "w")
     writer = csv.writer(log_file)
-    if new_log:
+    if new_log and rank == 0:
         writer.writerow(["step", "seconds", "lr", "loss", "bpp", "psnr", "validation"])
 
+    def should_stop() -> bool:
+        stop = step >= cfg.steps or (deadline is not None and time.time() >= deadline)
+        if world > 1:   # every rank stops at the same step, as rank 0 decides
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
+
     def checkpoint() -> None:
+        if rank != 0:
+            return
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "aux_optimizer": aux_optimizer.state_dict(), "generator": generator.get_state(),
@@ -255,13 +297,13 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     last_checkpoint = time.time()
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
     running = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-    while step < cfg.steps and (deadline is None or time.time() < deadline):
+    while not should_stop():
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        x = sampler.sample(cfg.batch).to(cfg.device)
+        x = sampler.sample(cfg.batch).to(device)
         quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
-        out_ = model(x, quality.to(cfg.device))
-        lam = lambda_for_quality(quality).to(cfg.device)
+        out_ = trainer(x, quality.to(device))
+        lam = lambda_for_quality(quality).to(device)
         loss = (out_["bpp"] + lam * 255**2 * out_["mse"]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -270,6 +312,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         model.vae.clamp_parameters()
         aux_optimizer.zero_grad(set_to_none=True)
         model.z_prior.loss().backward()
+        if world > 1:
+            for p in aux_params:
+                dist.all_reduce(p.grad)
+                p.grad /= world
         aux_optimizer.step()
         step += 1
         spent = time.time() - started
@@ -279,9 +325,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         running["psnr"] += psnr(out_["mse"]).mean().item()
         running["n"] += 1
         validation = ""
-        if step % cfg.validate_every == 0 or step == cfg.steps:
+        if rank == 0 and (step % cfg.validate_every == 0 or step == cfg.steps):
             validation = " ".join(f"{k}={v:.3f}" for k, v in validate(model, validation_images).items())
-        if step % 100 == 0 or validation:
+        if rank == 0 and (step % 100 == 0 or validation):
             n = running["n"]
             writer.writerow([step, f"{spent:.0f}", f"{learning_rate(cfg, step):.2e}",
                              f"{running['loss'] / n:.4f}", f"{running['bpp'] / n:.4f}",
@@ -294,5 +340,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             checkpoint()
             last_checkpoint = time.time()
     checkpoint()
+    if rank > 0 and cfg.save_replicas:
+        torch.save(model.state_dict(), out / f"replica{rank}.pt")
     log_file.close()
+    if world > 1:
+        dist.barrier()
     return checkpoint_path
