@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     sub.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long")
     sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
+    sub.add_argument("--kodak", default="", help="evaluation images to report on (never trained on)")
+    sub.add_argument("--kodak-every", type=int, default=5000)
     sub.add_argument("--save-replicas", action="store_true",
                      help="under torchrun, every rank also saves its final weights (for tests)")
 
@@ -137,7 +139,8 @@ def run(args) -> int:
                           patch=args.patch, lr=args.lr, decay_from=args.decay_from,
                           device=args.device,
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
-                          holdout=args.holdout, save_replicas=args.save_replicas)
+                          holdout=args.holdout, save_replicas=args.save_replicas,
+                          kodak=args.kodak, kodak_every=args.kodak_every)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":

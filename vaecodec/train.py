@@ -57,6 +57,8 @@ class TrainConfig:
     M: int = 160
     H: int = 96
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
+    kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
+    kodak_every: int = 5000
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -267,6 +269,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
     sampler = CropSampler(train_paths, cfg.patch, generator)
     validation_images = load_validation_images(holdout_paths) if rank == 0 else []
+    kodak_images = load_validation_images(list_images(cfg.kodak), limit=768) if (
+        rank == 0 and cfg.kodak) else []
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     log_file = open(log_path, "a", newline="") if rank == 0 else open(os.devnull, "w")
@@ -297,6 +301,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     last_checkpoint = time.time()
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
     running = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+    progress = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        progress = tqdm(total=cfg.steps, initial=step, unit="step", mininterval=10,
+                        dynamic_ncols=True)
     while not should_stop():
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
@@ -327,19 +337,28 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         validation = ""
         if rank == 0 and (step % cfg.validate_every == 0 or step == cfg.steps):
             validation = " ".join(f"{k}={v:.3f}" for k, v in validate(model, validation_images).items())
+        if kodak_images and (step % cfg.kodak_every == 0 or step == cfg.steps):
+            validation += " " + " ".join(
+                f"kodak_{k}={v:.3f}" for k, v in validate(model, kodak_images).items())
         if rank == 0 and (step % 100 == 0 or validation):
             n = running["n"]
             writer.writerow([step, f"{spent:.0f}", f"{learning_rate(cfg, step):.2e}",
                              f"{running['loss'] / n:.4f}", f"{running['bpp'] / n:.4f}",
                              f"{running['psnr'] / n:.2f}", validation])
             log_file.flush()
-            log(f"step {step}/{cfg.steps} {spent / 60:.1f} min loss {running['loss'] / n:.3f} "
-                f"bpp {running['bpp'] / n:.3f} psnr {running['psnr'] / n:.2f} {validation}")
+            progress.set_postfix(loss=f"{running['loss'] / n:.3f}", bpp=f"{running['bpp'] / n:.3f}",
+                                 psnr=f"{running['psnr'] / n:.2f}", refresh=False)
+            if validation:
+                log(f"step {step}: {validation}")
             running = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+        if progress is not None:
+            progress.update()
         if time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes:
             checkpoint()
             last_checkpoint = time.time()
     checkpoint()
+    if progress is not None:
+        progress.close()
     if rank > 0 and cfg.save_replicas:
         torch.save(model.state_dict(), out / f"replica{rank}.pt")
     log_file.close()
