@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("inputs", nargs="+", type=Path)
     sub.add_argument("--quality", type=_quality, default=4.0,
                      help="1 (smallest file) to 8 (highest fidelity); fractions allowed")
+    target = sub.add_mutually_exclusive_group()
+    target.add_argument("--target-size", help="largest file size: bytes, or with KB / MB "
+                        "(powers of 1024); the quality is searched for")
+    target.add_argument("--target-bpp", type=float, help="largest bits per pixel")
+    target.add_argument("--target-psnr", type=float, help="smallest PSNR in dB")
     batch_options(sub)
 
     sub = commands.add_parser("decompress", help=".vae files to images (PNG by default)")
@@ -93,7 +98,7 @@ def _report(results, quiet: bool, verb: str) -> int:
         if result.ok:
             if not quiet:
                 print(f"{result.source} -> {result.output} ({result.input_bytes} -> "
-                      f"{result.output_bytes} bytes)")
+                      f"{result.output_bytes} bytes{result.message})")
         else:
             failed += 1
             print(f"vaecodec: {result.message}", file=sys.stderr)
@@ -106,7 +111,9 @@ def run(args) -> int:
     if args.command == "compress":
         results = vaecodec.compress_files(
             args.inputs, quality=args.quality, output=args.output, directory=args.directory,
-            force=args.force, device=args.device, progress=not args.quiet)
+            force=args.force, device=args.device, progress=not args.quiet,
+            target_size=args.target_size, target_bpp=args.target_bpp,
+            target_psnr=args.target_psnr)
         return _report(results, args.quiet, "compressed")
     if args.command == "decompress":
         results = vaecodec.decompress_files(

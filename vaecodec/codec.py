@@ -141,12 +141,15 @@ def padded_image(rgb: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=dtype) / dtype(255)
 
 
-def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
-                   tile: int = TILE) -> Coded:
-    """Analysis transforms and quantization: the integer symbols a file stores."""
+def analyze(bundle: ModelBundle, rgb: np.ndarray, transforms, tile: int = TILE) -> np.ndarray:
+    """The analysis transform: latents y (M, H/16, W/16) before the quality's gain."""
     x = padded_image(rgb, transforms.np_dtype.type)
+    return tiled(lambda t: transforms("g_a", t), x, 1 / 16, tile, HALO)
+
+
+def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> Coded:
+    """Gain, hyper-analysis and rounding at one quality: the integer symbols a file stores."""
     gain, _ = bundle.gains(quality)
-    y = tiled(lambda t: transforms("g_a", t), x, 1 / 16, tile, HALO)
     y = y * gain.astype(y.dtype)[:, None, None]
     z = transforms("h_a", y)
     z = np.clip(np.round(z), entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX).astype(np.int64)
@@ -155,6 +158,12 @@ def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transfo
     residual = np.clip(residual, entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX)
     return Coded(z=z[None], residual=residual.astype(np.int64), means=means,
                  scale_index=scale_index)
+
+
+def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
+                   tile: int = TILE) -> Coded:
+    """Analysis and quantization in one step."""
+    return quantize(bundle, analyze(bundle, rgb, transforms, tile), quality, transforms)
 
 
 def synthesize(bundle: ModelBundle, coded: Coded, quality: float, height: int, width: int,
@@ -181,30 +190,53 @@ def z_table_index(shape: tuple) -> np.ndarray:
 
 def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
              model: str = DEFAULT_MODEL, tile: int = TILE, precision: str = "float32",
-             max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None) -> bytes:
+             max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None,
+             target_size: int | str | None = None, target_bpp: float | None = None,
+             target_psnr: float | None = None) -> bytes:
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
-    `quality` runs from 1 (smallest) to 8 (best), fractional values included. `device` is
-    "cpu", "cuda" or "auto". `tile` (pixels), `precision` ("float32" or "float64") and `backend`
-    ("numpy", the CPU default, or "torch") change only how the float networks run; any decoder
-    decodes the result. Raises a `VaecodecError` subclass on bad input."""
+    `quality` runs from 1 (smallest) to 8 (best), fractional values included. Instead of a
+    quality, one target may be given: `target_size` (bytes, or a string such as "40KB"),
+    `target_bpp`, or `target_psnr` (dB); the quality is then searched for (see
+    `rate_control.py`) and stored in the file as usual. `device` is "cpu", "cuda" or "auto".
+    `tile` (pixels), `precision` ("float32" or "float64") and `backend` ("numpy", the CPU
+    default, or "torch") change only how the float networks run; any decoder decodes the
+    result. Raises a `VaecodecError` subclass on bad input."""
+    from . import rate_control
+
     quality = check_quality(quality)
     source = imageio.prepare(image, max_pixels)
     bundle = load_model(model)
     transforms = transforms_for(bundle, device, precision, backend)
-    coded = encode_latents(bundle, source.rgb, quality, transforms, check_tile(tile))
-    height, width = source.rgb.shape[:2]
-    sections = {
-        "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
-        "y": entropy_coding.encode(coded.residual, coded.scale_index, bundle.y_tables),
-    }
+    y = analyze(bundle, source.rgb, transforms, check_tile(tile))
+    extras = {}
     if source.alpha is not None:
-        sections["alpha"] = zlib.compress(source.alpha.tobytes(), 9)
+        extras["alpha"] = zlib.compress(source.alpha.tobytes(), 9)
     if source.icc_profile:
-        sections["icc"] = zlib.compress(source.icc_profile, 9)
-    header = vae_format.Header(bundle.model_id, bundle.weights_hash, quality, width, height,
-                               source.mode)
-    return vae_format.pack(header, sections)
+        extras["icc"] = zlib.compress(source.icc_profile, 9)
+    height, width = source.rgb.shape[:2]
+
+    def encode(q: float) -> tuple[bytes, Coded]:
+        coded = quantize(bundle, y, q, transforms)
+        sections = {
+            "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
+            "y": entropy_coding.encode(coded.residual, coded.scale_index, bundle.y_tables),
+            **extras,
+        }
+        header = vae_format.Header(bundle.model_id, bundle.weights_hash, q, width, height,
+                                   source.mode)
+        return vae_format.pack(header, sections), coded
+
+    targets = rate_control.Targets.parse(target_size, target_bpp, target_psnr, width * height)
+    if targets is None:
+        return encode(quality)[0]
+
+    def psnr_of(coded: Coded, q: float) -> float:
+        from .metrics import psnr
+
+        return psnr(source.rgb, synthesize(bundle, coded, q, height, width, transforms, tile))
+
+    return rate_control.search(encode, psnr_of, targets)
 
 
 def read(data: bytes, max_pixels: int = vae_format.DEFAULT_MAX_PIXELS):

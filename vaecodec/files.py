@@ -66,7 +66,7 @@ def output_path(source: Path, suffix: str, output: Path | None, directory: Path 
     return (Path(directory) if directory is not None else source.parent) / name
 
 
-def _run_batch(inputs: Iterable, suffix: str, convert: Callable[[Path, Path], None],
+def _run_batch(inputs: Iterable, suffix: str, convert: Callable[[Path, Path], str | None],
                output: Path | None, directory: Path | None, progress: bool) -> list[FileResult]:
     sources = [Path(p) for p in inputs]
     if output is not None and len(sources) != 1:
@@ -84,8 +84,8 @@ def _run_batch(inputs: Iterable, suffix: str, convert: Callable[[Path, Path], No
         try:
             if source.resolve() == target.resolve():
                 raise OutputError(f"{target}: output would replace its input")
-            convert(source, target)
-            results.append(FileResult(source, target, True, "",
+            note = convert(source, target) or ""
+            results.append(FileResult(source, target, True, note,
                                       source.stat().st_size, target.stat().st_size))
         except VaecodecError as error:
             results.append(FileResult(source, target, False, str(error)))
@@ -104,6 +104,11 @@ def compress_files(inputs, quality: float = 4.0, output: Path | None = None,
             raise OutputError(f"{target}: exists (use --force to overwrite)")
         data = compress(source, quality=quality, device=device, **options)
         write_atomically(target, lambda temporary: temporary.write_bytes(data), force)
+        if any(options.get(k) is not None for k in ("target_size", "target_bpp", "target_psnr")):
+            from .format import describe
+
+            return f", quality {describe(data)['quality']:g}"
+        return ""
 
     return _run_batch(inputs, ".vae", convert, output, directory, progress)
 
