@@ -16,7 +16,8 @@ from .errors import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "compress", "decompress", "info", "compress_files", "decompress_files", "VaecodecError",
+    "compress", "decompress", "info", "compress_files", "decompress_files", "anomaly_map",
+    "sample", "interpolate", "VaecodecError",
     "InputError", "FormatError", "UnsupportedVersionError", "ModelMismatchError", "LimitError",
     "OutputError",
 ]
@@ -56,3 +57,25 @@ def decompress_files(inputs, **options):
     from .files import decompress_files as _decompress_files
 
     return _decompress_files(inputs, **options)
+
+
+def anomaly_map(image, quality: float = 4.0, **options):
+    """Per-pixel bits, reconstruction error and anomaly score of an image; see
+    `vaecodec.anomaly.anomaly_map`."""
+    from .anomaly import anomaly_map as _anomaly_map
+
+    return _anomaly_map(image, quality=quality, **options)
+
+
+def sample(count: int = 8, size=(256, 256), quality: float = 4.0, seed: int = 0, **options):
+    """Images drawn from the model's prior (a list of PIL images); see `vaecodec.sampling`."""
+    from .sampling import sample as _sample
+
+    return _sample(count, size, quality, seed, **options)
+
+
+def interpolate(first, second, steps: int = 8, quality: float = 4.0, **options):
+    """Images along the line between two images' latents; see `vaecodec.sampling`."""
+    from .sampling import interpolate as _interpolate
+
+    return _interpolate(first, second, steps, quality, **options)

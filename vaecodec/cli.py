@@ -54,6 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("inputs", nargs="+", type=Path)
     sub.add_argument("--json", action="store_true", help="one JSON object per file")
 
+    sub = commands.add_parser("anomaly", help="anomaly heat maps from bits and reconstruction error")
+    sub.add_argument("inputs", nargs="+", type=Path)
+    sub.add_argument("-o", "--output", type=Path, required=True, help="folder for the heat maps")
+    sub.add_argument("--quality", type=_quality, default=4.0)
+
+    sub = commands.add_parser("sample", help="draw images from the model's prior")
+    sub.add_argument("-n", "--count", type=int, default=8)
+    sub.add_argument("-o", "--output", type=Path, required=True, help="folder for the images")
+    sub.add_argument("--quality", type=_quality, default=4.0)
+    sub.add_argument("--size", default="256x256", help="WIDTHxHEIGHT")
+    sub.add_argument("--seed", type=int, default=0)
+
+    sub = commands.add_parser("interpolate", help="images between two images' latents")
+    sub.add_argument("first", type=Path)
+    sub.add_argument("second", type=Path)
+    sub.add_argument("-o", "--output", type=Path, required=True, help="folder for the images")
+    sub.add_argument("--steps", type=int, default=8)
+    sub.add_argument("--quality", type=_quality, default=4.0)
+
     sub = commands.add_parser("train", help="train a model on a folder of images")
     sub.add_argument("--data", required=True)
     sub.add_argument("--out", required=True)
@@ -105,6 +124,46 @@ def _report(results, quiet: bool, verb: str) -> int:
     return 1 if failed else 0
 
 
+def _save(image, path: Path) -> None:
+    from .files import write_atomically
+
+    write_atomically(path, lambda temporary: image.save(temporary, format="PNG"), force=True)
+
+
+def _generate(args) -> int:
+    """The VAE's other uses: anomaly maps, samples, interpolations."""
+    import vaecodec
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.command == "anomaly":
+        from .anomaly import heat_map
+
+        for path in args.inputs:
+            result = vaecodec.anomaly_map(path, quality=args.quality)
+            target = args.output / f"{path.stem}-anomaly.png"
+            _save(heat_map(path, result.score), target)
+            regions = ", ".join(f"({r['x']},{r['y']}) {r['score']:.1f}" for r in result.regions[:3])
+            print(f"{path}: score {result.image_score:.2f}; top regions {regions} -> {target}")
+        return 0
+    if args.command == "sample":
+        from .sampling import grid
+
+        try:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise vaecodec.InputError(f"--size must be WIDTHxHEIGHT, not {args.size}") from None
+        images = vaecodec.sample(args.count, (width, height), args.quality, args.seed)
+    else:
+        from .sampling import grid
+
+        images = vaecodec.interpolate(args.first, args.second, args.steps, args.quality)
+    for i, image in enumerate(images):
+        _save(image, args.output / f"{args.command}-{i:03d}.png")
+    _save(grid(images), args.output / f"{args.command}-grid.png")
+    print(f"{len(images)} images and {args.command}-grid.png in {args.output}")
+    return 0
+
+
 def run(args) -> int:
     import vaecodec
 
@@ -138,6 +197,8 @@ def run(args) -> int:
                 for key, value in fields.items():
                     print(f"  {key:15} {value}")
         return status
+    if args.command in ("anomaly", "sample", "interpolate"):
+        return _generate(args)
     if args.command == "train":
         from .train import TrainConfig, train
 

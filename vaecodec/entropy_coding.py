@@ -155,9 +155,9 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     return values
 
 
-def estimate_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> float:
-    """The information content, in bits, of `values` under the tables (what `encode` should
-    produce up to the coder's small overhead)."""
+def symbol_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
+    """The information content in bits of each value under its table (an escaped value costs
+    the escape symbol plus ESCAPE_BITS)."""
     values = np.asarray(values, np.int64).ravel()
     table_index = np.asarray(table_index, np.int64).ravel()
     totals = np.add.reduceat(tables.freqs, tables.starts[:-1]).astype(np.float64)
@@ -167,5 +167,10 @@ def estimate_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet)
     outside = (symbols < 0) | (symbols >= escape)
     symbols = np.where(outside, escape, symbols)
     freqs = tables.freqs[tables.starts[table_index] + symbols]
-    bits = -np.log2(freqs / totals[table_index]).sum()
-    return float(bits + ESCAPE_BITS * outside.sum())
+    return -np.log2(freqs / totals[table_index]) + ESCAPE_BITS * outside
+
+
+def estimate_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> float:
+    """The information content, in bits, of `values` under the tables (what `encode` should
+    produce up to the coder's small overhead)."""
+    return float(symbol_bits(values, table_index, tables).sum())
