@@ -214,11 +214,11 @@ def run(args) -> int:
     if args.command == "bench":
         from .benchmark import DEFAULT_IMAGES, run as run_benchmark
 
+        from .codec import cuda_available
+
         device = args.device
         if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = "cuda" if cuda_available() else "cpu"
         record = run_benchmark(
             images_dir=args.images or DEFAULT_IMAGES,
             codecs=args.codecs.split(",") if args.codecs else None,

@@ -83,18 +83,28 @@ def transforms_for(bundle: ModelBundle, device: str, precision: str, backend: st
     if backend not in (None, "numpy", "torch"):
         raise InputError(f"unknown backend '{backend}' (use numpy or torch)")
     if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
     if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda asked for, but no CUDA device is available")
+        if not cuda_available():
+            raise InputError("--device cuda asked for, but PyTorch with a CUDA device is not "
+                             "available")
         return TorchTransforms(bundle, "cuda", precision)
     if backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise InputError("the torch backend needs PyTorch: pip install 'vaecodec[torch]'") from None
         return TorchTransforms(bundle, "cpu", precision)
     return NumpyTransforms(bundle, np.dtype(precision))
+
+
+def cuda_available() -> bool:
+    """Whether PyTorch is installed and sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def check_quality(quality: float) -> float:

@@ -150,7 +150,7 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
             positions = np.concatenate(escape_positions)
             escaped = np.asarray(decoder.decode(_escape_model(), positions.size), np.int64)
             values[positions] = escaped + VALUE_MIN
-    except (ValueError, RuntimeError, OverflowError) as error:
+    except Exception as error:  # constriction signals invalid data by several exception types
         raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
     return values
 
