@@ -1,8 +1,5 @@
 """Round trips through the public API: sizes, modes, qualities, exactness."""
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
@@ -11,7 +8,7 @@ import vaecodec
 from vaecodec import codec, entropy_coding
 from vaecodec.weights import load_model
 
-from .conftest import KODAK, MIN_PSNR, psnr
+from .conftest import MIN_PSNR, psnr
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4, 5, 6, 7, 8])

@@ -312,7 +312,7 @@ def plot(summary: dict, references: dict, path: Path) -> None:
 
 
 def markdown(summary, bd_rows, speed, large, note, command) -> str:
-    lines = [f"# Benchmark results", "", f"Command: `{command}`", "", f"Machine: {note}", ""]
+    lines = ["# Benchmark results", "", f"Command: `{command}`", "", f"Machine: {note}", ""]
     lines += ["## Rate and distortion (means over images)", "",
               "| codec | setting | bpp | PSNR dB | MS-SSIM | MS-SSIM dB | encode ms | decode ms | peak MB |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -219,7 +219,7 @@ def run(args) -> int:
         device = args.device
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
-        record = run_benchmark(
+        run_benchmark(
             images_dir=args.images or DEFAULT_IMAGES,
             codecs=args.codecs.split(",") if args.codecs else None,
             qualities=[float(q) for q in args.qualities.split(",")], device=device,

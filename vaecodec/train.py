@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from .networks import (
-    LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
+    MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
     lambda_for_quality, split_entropy_parameters,
 )
 
