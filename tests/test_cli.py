@@ -31,6 +31,8 @@ def test_compress_decompress_info(tmp_path, crop):
     back = tmp_path / "back.png"
     result = run_cli("decompress", tmp_path / "photo.vae", "-o", back)
     assert result.returncode == 0, result.stderr
+    # outputs get the usual permissions, not the private ones of a temporary file
+    assert back.stat().st_mode & 0o777 == source.stat().st_mode & 0o777
     assert psnr(np.asarray(Image.open(back)), crop) > MIN_PSNR
 
 

@@ -30,4 +30,4 @@ def test_6000_by_4000_round_trip_under_4_gb():
     size, quality, peak_mb = result.stdout.split()
     print(f"6000x4000: {size} bytes, {quality} dB, peak RSS {peak_mb} MB")
     assert float(peak_mb) < 4096
-    assert float(quality) > 15
+    assert float(quality) > 22

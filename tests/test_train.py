@@ -41,6 +41,23 @@ def test_resume_continues_exactly(folder, tmp_path):
     assert (tmp_path / "b" / "log.csv").exists()
 
 
+def test_compact_state_continues_training(folder, tmp_path):
+    from vaecodec.train import TrainingModel, load_compact_state, save_compact_state
+    from vaecodec.networks import ModelConfig
+
+    checkpoint = train(tiny(folder, tmp_path / "d", 2), log=lambda *_: None)
+    compact = save_compact_state(checkpoint, tmp_path / "state.npz")
+    model = TrainingModel(ModelConfig(8, 8, 8))
+    assert load_compact_state(model, compact)[0] == 2
+    original = torch.load(checkpoint, weights_only=True)["model"]
+    for name, tensor in model.state_dict().items():
+        assert torch.allclose(tensor.float(), original[name].float(), rtol=1e-3, atol=1e-4), name
+    config = tiny(folder, tmp_path / "e", 3)
+    config.init = str(compact)
+    state = torch.load(train(config, log=lambda *_: None), weights_only=True)
+    assert state["step"] == 3
+
+
 def test_exported_weights_code_an_image(folder, tmp_path, monkeypatch):
     from vaecodec import codec, weights
 

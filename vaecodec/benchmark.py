@@ -288,18 +288,23 @@ def plot(summary: dict, references: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    palette = plt.get_cmap("tab20").colors
+    names = [n for n in summary if n != "vaecodec"] + list(references)
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    colors["vaecodec"] = "black"
     for name, ref in references.items():
-        left.plot(ref["bpp"], ref["psnr"], "--", linewidth=1, alpha=0.6, label=f"{name} (published)")
+        left.plot(ref["bpp"], ref["psnr"], "--", color=colors[name], linewidth=1,
+                  label=f"{name} (published)")
         if ref["ms_ssim"]:
-            right.plot(ref["bpp"], [ms_ssim_db(v) for v in ref["ms_ssim"]], "--", linewidth=1,
-                       alpha=0.6)
+            right.plot(ref["bpp"], [ms_ssim_db(v) for v in ref["ms_ssim"]], "--",
+                       color=colors[name], linewidth=1)
     for name, rows in summary.items():
         style = "o-" if name == "vaecodec" else ".-"
         width = 2.5 if name == "vaecodec" else 1.2
         left.plot([r["bpp"] for r in rows], [r["psnr"] for r in rows], style, linewidth=width,
-                  label=name)
+                  color=colors[name], label=name)
         right.plot([r["bpp"] for r in rows], [ms_ssim_db(r["ms_ssim"]) for r in rows], style,
-                   linewidth=width, label=name)
+                   color=colors[name], linewidth=width)
     for axis, ylabel in ((left, "PSNR (dB, RGB)"), (right, "MS-SSIM (dB)")):
         axis.set_xlabel("bits per pixel")
         axis.set_ylabel(ylabel)

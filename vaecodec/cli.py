@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    sub.add_argument("--init", default="", help="start from a compact training state "
+                     "(vaecodec export --training-state) when OUT has no checkpoint")
     sub.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long")
     sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
     sub.add_argument("--kodak", default="", help="evaluation images to report on (never trained on)")
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("export", help="turn a training checkpoint into shipped weights")
     sub.add_argument("checkpoint", type=Path)
     sub.add_argument("output", type=Path)
+    sub.add_argument("--training-state", type=Path,
+                     help="also write the model's training state (float16) for a later --init")
     return parser
 
 
@@ -208,7 +212,7 @@ def run(args) -> int:
                           device=args.device,
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
-                          kodak=args.kodak, kodak_every=args.kodak_every)
+                          kodak=args.kodak, kodak_every=args.kodak_every, init=args.init)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":
@@ -231,6 +235,10 @@ def run(args) -> int:
         from .weights import export
 
         print(export(args.checkpoint, args.output))
+        if args.training_state:
+            from .train import save_compact_state
+
+            print(save_compact_state(args.checkpoint, args.training_state))
         return 0
     raise AssertionError(args.command)
 

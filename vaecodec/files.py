@@ -45,6 +45,8 @@ def write_atomically(path: Path, write: Callable[[Path], None], force: bool = Fa
     temporary = Path(temporary)
     try:
         write(temporary)
+        # mkstemp creates the file readable by its owner only; give it the usual permissions.
+        os.chmod(temporary, 0o666 & ~current_umask())
         if force:
             os.replace(temporary, path)
         else:
@@ -56,6 +58,12 @@ def write_atomically(path: Path, write: Callable[[Path], None], force: bool = Fa
         raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def output_path(source: Path, suffix: str, output: Path | None, directory: Path | None) -> Path:

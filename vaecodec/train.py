@@ -57,6 +57,7 @@ class TrainConfig:
     M: int = 160
     H: int = 96
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
+    init: str = ""                # a compact training state to start from (see save_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
     kodak_every: int = 5000
 
@@ -206,6 +207,40 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(temporary, path)
 
 
+def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
+    """The model part of a checkpoint in float16, as a pickle-free `.npz` small enough to keep
+    in the repository, so a later session can continue training (with a fresh optimizer)."""
+    import json
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    arrays = {}
+    for name, tensor in state["model"].items():
+        array = tensor.numpy()
+        arrays[f"state.{name}"] = array.astype(np.float16) if array.dtype == np.float32 else array
+    meta = {"step": state["step"], "seconds": state["seconds"], "config": state["config"]}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    out = Path(out)
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
+    """Load a `save_compact_state` file into `model`; returns (step, seconds) it had reached."""
+    import json
+
+    with np.load(path, allow_pickle=False) as arrays:
+        meta = json.loads(arrays["meta"].tobytes().decode())
+        state = {name[len("state."):]: torch.from_numpy(arrays[name].astype(
+            np.float32 if arrays[name].dtype == np.float16 else arrays[name].dtype))
+            for name in arrays.files if name.startswith("state.")}
+    current = model.state_dict()
+    for name, tensor in state.items():   # the bottleneck's coding buffers change size
+        if name in current and current[name].shape != tensor.shape:
+            current[name].resize_(tensor.shape)
+    model.load_state_dict(state)
+    return meta["step"], meta["seconds"]
+
+
 def distributed_context(device: str) -> tuple[int, int]:
     """(rank, world size). Under torchrun (WORLD_SIZE > 1) this joins the process group:
     gloo on CPUs, NCCL on GPUs."""
@@ -247,6 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     step, spent = 0, 0.0
+    warm_from = 0       # a fresh optimizer warms up again from this step
 
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -261,6 +297,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             generator.manual_seed(cfg.seed + rank + 1000 * step)
             torch.manual_seed(cfg.seed + rank + 1000 * step)
         log(f"resumed at step {step} after {spent / 3600:.2f} h")
+    elif cfg.init:
+        step, spent = load_compact_state(model, cfg.init)
+        warm_from = step
+        log(f"initialised from {cfg.init} (step {step}, {spent / 3600:.2f} h); fresh optimizer")
     trainer = model
     if world > 1:
         # The quantiles only enter the auxiliary loss, outside DDP's forward.
@@ -308,8 +348,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         progress = tqdm(total=cfg.steps, initial=step, unit="step", mininterval=10,
                         dynamic_ncols=True)
     while not should_stop():
+        warmup = min(1.0, (step - warm_from + 1) / cfg.warmup) if warm_from else 1.0
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
+            group["lr"] = learning_rate(cfg, step) * warmup
         x = sampler.sample(cfg.batch).to(device)
         quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
         out_ = trainer(x, quality.to(device))
