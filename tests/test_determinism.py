@@ -110,3 +110,18 @@ def test_tiles_change_nothing_visible(kodim23):
     small = np.asarray(vaecodec.decompress(whole, tile=64)).astype(int)
     assert np.abs(small - reference.astype(int)).max() <= 1
     assert decoded_symbols(tiled).residual.shape == decoded_symbols(whole).residual.shape
+
+
+def _compress_path(path):
+    return vaecodec.compress(path, quality=3)
+
+
+def test_parallel_processes_make_the_same_files():
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    paths = [str(KODAK / f"kodim{i:02d}.png") for i in (3, 7, 19)]
+    one_at_a_time = [_compress_path(p) for p in paths]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_parallel = list(pool.map(_compress_path, paths))
+    assert in_parallel == one_at_a_time
