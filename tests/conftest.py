@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +28,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 # The shipped model must reach at least this PSNR on every round trip in these tests.
 MIN_PSNR = 22.0
+
+
+def run_cli(*args, cwd=None):
+    """Run the `vaecodec` command in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "vaecodec.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)

@@ -1,18 +1,11 @@
 """The command line: naming, batches, --force, atomic outputs, info."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
 
-from .conftest import MIN_PSNR, psnr
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vaecodec.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+from .conftest import MIN_PSNR, psnr, run_cli
 
 
 def test_compress_decompress_info(tmp_path, crop):

@@ -2,8 +2,6 @@
 non-zero exit from the CLI, with no output file left behind."""
 
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -12,6 +10,8 @@ from PIL import Image
 
 import vaecodec
 from vaecodec import format as vae_format
+
+from .conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +106,6 @@ def test_image_over_pixel_limit(tmp_path):
     Image.new("RGB", (300, 200)).save(path)
     with pytest.raises(vaecodec.LimitError):
         vaecodec.compress(path, max_pixels=50_000)
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vaecodec.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 @pytest.mark.parametrize("content", [b"", b"VAEC", b"garbage" * 10, None])

@@ -78,13 +78,6 @@ def quality_weights(quality: float) -> tuple[int, float]:
     return low, min(max(quality - 1 - low, 0.0), 1.0)
 
 
-def lambda_for_quality_value(quality: float) -> float:
-    """The rate-distortion weight of a (possibly fractional) quality, log-linear between levels."""
-    low, frac = quality_weights(quality)
-    logs = np.log(QUALITY_LAMBDAS)
-    return float(np.exp(logs[low] * (1 - frac) + logs[low + 1] * frac))
-
-
 def initial_log_gains() -> np.ndarray:
     """Per-quality log gains, (levels, 1): 0.5 log(lambda / geometric-mean lambda), where
     high-rate theory puts them (quantization step ~ 1/sqrt(lambda))."""

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(results, quiet: bool, verb: str) -> int:
+def _report(results, quiet: bool) -> int:
     failed = 0
     for result in results:
         if result.ok:
@@ -177,12 +177,12 @@ def run(args) -> int:
             force=args.force, device=args.device, progress=not args.quiet,
             target_size=args.target_size, target_bpp=args.target_bpp,
             target_psnr=args.target_psnr)
-        return _report(results, args.quiet, "compressed")
+        return _report(results, args.quiet)
     if args.command == "decompress":
         results = vaecodec.decompress_files(
             args.inputs, output=args.output, directory=args.directory, force=args.force,
             device=args.device, progress=not args.quiet)
-        return _report(results, args.quiet, "decompressed")
+        return _report(results, args.quiet)
     if args.command == "info":
         from .files import read_bytes
 

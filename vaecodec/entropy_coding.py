@@ -92,6 +92,17 @@ def _escape_model():
     return constriction.stream.model.Uniform(1 << ESCAPE_BITS)
 
 
+def _groups(table_index: np.ndarray, count: int):
+    """(table, positions using it) for each of `count` tables that is used, in table order: the
+    order in which both `encode` and `decode` visit the symbols."""
+    order = np.argsort(table_index, kind="stable")
+    boundaries = np.searchsorted(table_index[order], np.arange(count + 1))
+    for k in range(count):
+        positions = order[boundaries[k]:boundaries[k + 1]]
+        if positions.size:
+            yield k, positions
+
+
 def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> bytes:
     """Code integer `values` (each within VALUE_MIN..VALUE_MAX), each under the table that
     `table_index` names at the same position. Symbols are grouped by table."""
@@ -103,13 +114,8 @@ def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> byt
         raise ValueError("values out of the codable range")
     encoder = constriction.stream.queue.RangeEncoder()
     escaped = []
-    order = np.argsort(table_index, kind="stable")
-    sorted_index = table_index[order]
-    boundaries = np.searchsorted(sorted_index, np.arange(len(tables) + 1))
-    for k in range(len(tables)):
-        group = values[order[boundaries[k]:boundaries[k + 1]]]
-        if group.size == 0:
-            continue
+    for k, positions in _groups(table_index, len(tables)):
+        group = values[positions]
         freqs = tables.table(k)
         symbols = group - tables.lows[k]
         escape = len(freqs) - 1
@@ -133,13 +139,8 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     values = np.empty(table_index.size, np.int64)
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").copy())
-        order = np.argsort(table_index, kind="stable")
-        boundaries = np.searchsorted(table_index[order], np.arange(len(tables) + 1))
         escape_positions = []
-        for k in range(len(tables)):
-            positions = order[boundaries[k]:boundaries[k + 1]]
-            if positions.size == 0:
-                continue
+        for k, positions in _groups(table_index, len(tables)):
             freqs = tables.table(k)
             symbols = np.asarray(decoder.decode(_categorical(freqs), positions.size), np.int64)
             escape = len(freqs) - 1

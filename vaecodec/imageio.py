@@ -91,11 +91,8 @@ def prepare(source, max_pixels: int) -> SourceImage:
     alpha = None
     if mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A")).copy()
-    base = image.convert("RGB") if mode != "RGB" else image
-    rgb = np.asarray(base, dtype=np.uint8).copy()
-    if mode == "L" or mode == "LA":
-        gray = np.asarray(image.getchannel(0), dtype=np.uint8)
-        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    # Pillow's conversion to RGB drops alpha and repeats a grey channel three times.
+    rgb = np.array(image.convert("RGB") if mode != "RGB" else image, dtype=np.uint8)
     return SourceImage(rgb=rgb, mode=mode, alpha=alpha, icc_profile=icc)
 
 

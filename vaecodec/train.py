@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -273,7 +272,6 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
-    random.seed(cfg.seed + rank)
 
     model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H)).to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
