@@ -29,12 +29,12 @@ def test_compress_decompress_info(tmp_path, crop):
     assert psnr(np.asarray(Image.open(back)), crop) > MIN_PSNR
 
 
-def test_existing_output_needs_force(tmp_path, crop):
+def test_existing_output_is_skipped_unless_forced(tmp_path, crop):
     source = tmp_path / "a.png"
     Image.fromarray(crop[:64, :64]).save(source)
     (tmp_path / "a.vae").write_bytes(b"keep me")
     result = run_cli("compress", source)
-    assert result.returncode == 1 and "exists" in result.stderr
+    assert result.returncode == 0 and "exists, skipped" in result.stderr
     assert (tmp_path / "a.vae").read_bytes() == b"keep me"
     result = run_cli("compress", source, "--force")
     assert result.returncode == 0

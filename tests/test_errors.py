@@ -134,3 +134,51 @@ def test_cli_info_on_bad_file(tmp_path):
     (tmp_path / "x.vae").write_bytes(b"VAEC\x07")
     result = run_cli("info", tmp_path / "x.vae")
     assert result.returncode == 1 and "newer" in result.stderr
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (its data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def vae_claiming(data: bytes, width: int, height: int) -> bytes:
+    """`data` with its header's size changed and the checksum made valid again."""
+    import struct
+    import zlib
+
+    forged = bytearray(data)
+    struct.pack_into("<II", forged, 26, width, height)
+    struct.pack_into("<I", forged, 50, zlib.crc32(bytes(forged[54:]), zlib.crc32(bytes(forged[:50]))))
+    return bytes(forged)
+
+
+def test_decompression_bombs_are_refused_at_once(tmp_path, small_file):
+    (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    (tmp_path / "claim.vae").write_bytes(vae_claiming(small_file, 100_000, 100_000))
+    for command, name in (("compress", "bomb.png"), ("decompress", "claim.vae")):
+        result = run_cli(command, tmp_path / name)
+        assert result.returncode == 1 and "exceeds the limit" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    # Raising the limit on purpose gets past it; then the file is still caught, before any
+    # allocation of the claimed size, because its sections are far too short for that image.
+    result = run_cli("decompress", tmp_path / "claim.vae", "--max-pixels", str(10**10))
+    assert result.returncode == 1 and "cannot hold" in result.stderr, result.stderr
+    result = run_cli("compress", tmp_path / "bomb.png", "--max-pixels", str(10**10))
+    assert result.returncode == 1 and "not a readable image" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.png", "claim.vae"]
+
+
+def test_header_size_is_checked_against_the_sections(small_file):
+    # 4096 x 4096 is within the default limit, but the z section of a 64 x 64 file is too
+    # short for it; refused without decoding.
+    with pytest.raises(vaecodec.FormatError, match="cannot hold"):
+        vaecodec.decompress(vae_claiming(small_file, 4096, 4096))

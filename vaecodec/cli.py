@@ -1,17 +1,20 @@
 """The `vaecodec` command: parses arguments, calls the Python API, prints results.
 
 Errors from the API (`VaecodecError`) become one line on stderr and exit status 1; usage errors
-exit with 2; Ctrl-C exits with 130 after the API has removed any partial output.
+exit with 2; Ctrl-C exits with 130, SIGTERM with 143 and SIGHUP with 129, each after the file
+being written has been cleaned up (finished outputs stay, no partial one is left).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 from .errors import VaecodecError
+from .format import DEFAULT_MAX_PIXELS
 
 
 def _quality(text: str) -> float:
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-d", "--directory", type=Path, help="folder for the outputs")
         sub.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
         sub.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+        sub.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                         help=f"refuse larger images (default {DEFAULT_MAX_PIXELS}, 2^28)")
         sub.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
     sub = commands.add_parser("compress", help="images to .vae files")
@@ -44,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(powers of 1024); the quality is searched for")
     target.add_argument("--target-bpp", type=float, help="largest bits per pixel")
     target.add_argument("--target-psnr", type=float, help="smallest PSNR in dB")
+    sub.add_argument("--effort", type=int, choices=range(4), default=0, metavar="0..3",
+                     help="encoder effort: 1-3 refine the latents for smaller files at the "
+                     "same decoding speed (slower encoding; needs PyTorch)")
     batch_options(sub)
 
     sub = commands.add_parser("decompress", help=".vae files to images (PNG by default)")
@@ -118,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _report(results, quiet: bool) -> int:
     failed = 0
     for result in results:
-        if result.ok:
+        if result.skipped:
+            print(f"vaecodec: {result.message}", file=sys.stderr)
+        elif result.ok:
             if not quiet:
                 print(f"{result.source} -> {result.output} ({result.input_bytes} -> "
                       f"{result.output_bytes} bytes{result.message})")
@@ -175,13 +185,14 @@ def run(args) -> int:
         results = vaecodec.compress_files(
             args.inputs, quality=args.quality, output=args.output, directory=args.directory,
             force=args.force, device=args.device, progress=not args.quiet,
+            max_pixels=args.max_pixels,
             target_size=args.target_size, target_bpp=args.target_bpp,
-            target_psnr=args.target_psnr)
+            target_psnr=args.target_psnr, effort=args.effort)
         return _report(results, args.quiet)
     if args.command == "decompress":
         results = vaecodec.decompress_files(
             args.inputs, output=args.output, directory=args.directory, force=args.force,
-            device=args.device, progress=not args.quiet)
+            device=args.device, progress=not args.quiet, max_pixels=args.max_pixels)
         return _report(results, args.quiet)
     if args.command == "info":
         from .files import read_bytes
@@ -253,6 +264,10 @@ def main(argv=None) -> int:
 
     warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
+    # SIGTERM (and a closed terminal) stop the run as Ctrl-C does: through the clean-up of the
+    # output being written, so no partial file is left.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _interrupt)
     try:
         return run(args)
     except VaecodecError as error:
@@ -261,6 +276,22 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("vaecodec: interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(f"vaecodec: stopped by {signal.Signals(stop.signal).name}", file=sys.stderr)
+        return 128 + stop.signal
+
+
+class Terminated(BaseException):
+    """Raised by a SIGTERM or SIGHUP handler; a BaseException, like KeyboardInterrupt, so that
+    no `except Exception` swallows it."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.signal = number
+
+
+def _interrupt(number, frame) -> None:
+    raise Terminated(number)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ it cannot disturb the symbols.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -176,6 +176,30 @@ def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transfo
     return quantize(bundle, analyze(bundle, rgb, transforms, tile), quality, transforms)
 
 
+def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, quality: float,
+           effort: int, transforms, tile: int = TILE) -> Coded:
+    """The symbols of encoder effort `effort` (see `refine.py`): refined residuals when they
+    give a file no larger and a decoded image no worse in PSNR than `coded`, else `coded`."""
+    from .metrics import psnr
+    from .refine import EFFORT_STEPS, refine_residual
+
+    height, width = rgb.shape[:2]
+    gain, _ = bundle.gains(quality)
+    device = str(getattr(transforms, "device", "cpu"))
+    residual = refine_residual(bundle, padded_image(rgb, np.float32), height, width,
+                               y * gain.astype(y.dtype)[:, None, None], coded.means,
+                               coded.scale_index, quality, EFFORT_STEPS[effort], device)
+    candidate = replace(coded, residual=residual)
+
+    def size_and_psnr(c: Coded) -> tuple[int, float]:
+        size = len(entropy_coding.encode(c.residual, c.scale_index, bundle.y_tables))
+        return size, psnr(rgb, synthesize(bundle, c, quality, height, width, transforms, tile))
+
+    plain_size, plain_psnr = size_and_psnr(coded)
+    size, quality_db = size_and_psnr(candidate)
+    return candidate if size <= plain_size and quality_db >= plain_psnr else coded
+
+
 def synthesize(bundle: ModelBundle, coded: Coded, quality: float, height: int, width: int,
                transforms, tile: int = TILE) -> np.ndarray:
     """The decoder's image from the symbols: (height, width, 3) uint8."""
@@ -202,7 +226,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
              model: str = DEFAULT_MODEL, tile: int = TILE, precision: str = "float32",
              max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None,
              target_size: int | str | None = None, target_bpp: float | None = None,
-             target_psnr: float | None = None) -> bytes:
+             target_psnr: float | None = None, effort: int = 0) -> bytes:
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
     `quality` runs from 1 (smallest) to 8 (best), fractional values included. Instead of a
@@ -211,10 +235,13 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
     `rate_control.py`) and stored in the file as usual. `device` is "cpu", "cuda" or "auto".
     `tile` (pixels), `precision` ("float32" or "float64") and `backend` ("numpy", the CPU
     default, or "torch") change only how the float networks run; any decoder decodes the
-    result. Raises a `VaecodecError` subclass on bad input."""
+    result. `effort` 1..3 spends more encoding time (and needs PyTorch) for smaller files
+    that decode as fast (see `refine.py`). Raises a `VaecodecError` subclass on bad input."""
     from . import rate_control
+    from .refine import check_effort
 
     quality = check_quality(quality)
+    effort = check_effort(effort)
     source = imageio.prepare(image, max_pixels)
     bundle = load_model(model)
     transforms = transforms_for(bundle, device, precision, backend)
@@ -226,8 +253,10 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
         extras["icc"] = zlib.compress(source.icc_profile, 9)
     height, width = source.rgb.shape[:2]
 
-    def encode(q: float) -> tuple[bytes, Coded]:
+    def encode(q: float, effort: int = 0) -> tuple[bytes, Coded]:
         coded = quantize(bundle, y, q, transforms)
+        if effort:
+            coded = refine(bundle, coded, y, source.rgb, q, effort, transforms, tile)
         sections = {
             "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
             "y": entropy_coding.encode(coded.residual, coded.scale_index, bundle.y_tables),
@@ -239,14 +268,19 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
 
     targets = rate_control.Targets.parse(target_size, target_bpp, target_psnr, width * height)
     if targets is None:
-        return encode(quality)[0]
+        return encode(quality, effort)[0]
 
     def psnr_of(coded: Coded, q: float) -> float:
         from .metrics import psnr
 
         return psnr(source.rgb, synthesize(bundle, coded, q, height, width, transforms, tile))
 
-    return rate_control.search(encode, psnr_of, targets)
+    data = rate_control.search(encode, psnr_of, targets)
+    if effort:
+        # Refinement never enlarges the file nor lowers its PSNR, so the quality found with
+        # plain encodings still meets the target: refine once, at that quality.
+        data = encode(vae_format.describe(data)["quality"], effort)[0]
+    return data
 
 
 def read(data: bytes, max_pixels: int = vae_format.DEFAULT_MAX_PIXELS):

@@ -40,6 +40,11 @@ class TableSet:
     def table(self, k: int) -> np.ndarray:
         return self.freqs[self.starts[k]:self.starts[k + 1]]
 
+    def least_bits(self) -> np.ndarray:
+        """Per table, the fewest bits any symbol can cost: -log2 of its largest probability."""
+        totals = np.add.reduceat(self.freqs, self.starts[:-1]).astype(np.float64)
+        return -np.log2(np.maximum.reduceat(self.freqs, self.starts[:-1]) / totals)
+
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}_freqs": self.freqs.astype(np.int32),
                 f"{prefix}_starts": self.starts.astype(np.int64),
@@ -136,6 +141,13 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     if len(data) % 4:
         raise FormatError("corrupt .vae file (entropy-coded section length)")
     table_index = np.asarray(table_index, np.int64).ravel()
+    # No stream can code these symbols in fewer bits than this (the margin covers the coder's
+    # own rounding of the tables), so a file claiming a huge image with a short section is
+    # refused before anything of the image's size is allocated.
+    fewest = np.bincount(table_index, minlength=len(tables)) @ tables.least_bits()
+    if 8 * len(data) < 0.9 * fewest - 64:
+        raise FormatError(f"corrupt .vae file ({len(data)} bytes cannot hold "
+                          f"{table_index.size} symbols; the image size is wrong)")
     values = np.empty(table_index.size, np.int64)
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").copy())

@@ -2,11 +2,15 @@
 
 Outputs are written to a temporary file in the destination folder and moved into place only
 when complete, so an interrupted run never leaves a partial file. Without `force`, an existing
-output is never replaced (the final step is a hard link, which fails if the name exists).
+output is never replaced (the final step is a hard link, which fails if the name exists), and a
+batch skips inputs whose output exists, so rerunning an interrupted batch finishes it. A
+temporary file carries its writer's process id; one left by a killed process is removed the
+next time its output is written.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import InputError, OutputError, VaecodecError
+
+TEMPORARY_SUFFIX = ".partial"
 
 
 @dataclass
@@ -26,6 +32,7 @@ class FileResult:
     message: str = ""
     input_bytes: int = 0
     output_bytes: int = 0
+    skipped: bool = False     # the output existed and was left alone
 
 
 def write_atomically(path: Path, write: Callable[[Path], None], force: bool = False) -> None:
@@ -36,9 +43,10 @@ def write_atomically(path: Path, write: Callable[[Path], None], force: bool = Fa
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{folder}: no such folder")
+    remove_stale_temporaries(path)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
-                                             dir=folder)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
+                                             suffix=TEMPORARY_SUFFIX, dir=folder)
     except OSError as error:
         raise OutputError(f"{path}: cannot write ({error.strerror})") from None
     os.close(handle)
@@ -60,6 +68,26 @@ def write_atomically(path: Path, write: Callable[[Path], None], force: bool = Fa
         temporary.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of `path` whose writing process no longer exists (it was killed)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}."
+    for candidate in folder.glob(f"{glob.escape(prefix)}*{TEMPORARY_SUFFIX}"):
+        pid = candidate.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            candidate.unlink(missing_ok=True)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True       # it exists, but belongs to someone else
+    return True
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -75,7 +103,8 @@ def output_path(source: Path, suffix: str, output: Path | None, directory: Path 
 
 
 def _run_batch(inputs: Iterable, suffix: str, convert: Callable[[Path, Path], str | None],
-               output: Path | None, directory: Path | None, progress: bool) -> list[FileResult]:
+               output: Path | None, directory: Path | None, progress: bool,
+               force: bool) -> list[FileResult]:
     sources = [Path(p) for p in inputs]
     if output is not None and len(sources) != 1:
         raise InputError("-o names one output; use -d DIR for several inputs")
@@ -92,6 +121,10 @@ def _run_batch(inputs: Iterable, suffix: str, convert: Callable[[Path, Path], st
         try:
             if source.resolve() == target.resolve():
                 raise OutputError(f"{target}: output would replace its input")
+            if target.exists() and not force:
+                results.append(FileResult(source, target, True, skipped=True,
+                                          message=f"{target}: exists, skipped (--force replaces it)"))
+                continue
             note = convert(source, target) or ""
             results.append(FileResult(source, target, True, note,
                                       source.stat().st_size, target.stat().st_size))
@@ -104,12 +137,10 @@ def compress_files(inputs, quality: float = 4.0, output: Path | None = None,
                    directory: Path | None = None, force: bool = False, device: str = "cpu",
                    progress: bool = False, **options) -> list[FileResult]:
     """Compress image files to `.vae` files, one result per input; a failed file does not stop
-    the others. Existing outputs are skipped with an error unless `force`."""
+    the others. Inputs whose output exists are skipped (result `skipped`) unless `force`."""
     from .codec import compress
 
     def convert(source: Path, target: Path) -> None:
-        if target.exists() and not force:
-            raise OutputError(f"{target}: exists (use --force to overwrite)")
         data = compress(source, quality=quality, device=device, **options)
         write_atomically(target, lambda temporary: temporary.write_bytes(data), force)
         if any(options.get(k) is not None for k in ("target_size", "target_bpp", "target_psnr")):
@@ -118,7 +149,7 @@ def compress_files(inputs, quality: float = 4.0, output: Path | None = None,
             return f", quality {describe(data)['quality']:g}"
         return ""
 
-    return _run_batch(inputs, ".vae", convert, output, directory, progress)
+    return _run_batch(inputs, ".vae", convert, output, directory, progress, force)
 
 
 def decompress_files(inputs, output: Path | None = None, directory: Path | None = None,
@@ -129,13 +160,11 @@ def decompress_files(inputs, output: Path | None = None, directory: Path | None 
     from .imageio import save_image
 
     def convert(source: Path, target: Path) -> None:
-        if target.exists() and not force:
-            raise OutputError(f"{target}: exists (use --force to overwrite)")
         image = decompress(read_bytes(source), device=device, **options)
         write_atomically(target, lambda temporary: save_image(image, temporary, target.suffix),
                          force)
 
-    return _run_batch(inputs, ".png", convert, output, directory, progress)
+    return _run_batch(inputs, ".png", convert, output, directory, progress, force)
 
 
 def read_bytes(path: Path) -> bytes:

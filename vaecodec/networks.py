@@ -19,7 +19,7 @@ from .architecture import (
 )
 
 __all__ = ["GDN", "HyperpriorVAE", "ModelConfig", "build", "lambda_for_quality",
-           "split_entropy_parameters", "LOG_SCALE_STEP", "SCALE_LEVELS", "SCALE_MAX",
+           "split_entropy_parameters", "gaussian_likelihood", "LOG_SCALE_STEP", "SCALE_LEVELS", "SCALE_MAX",
            "SCALE_MIN", "MIN_QUALITY", "MAX_QUALITY", "QUALITY_LAMBDAS"]
 
 
@@ -112,3 +112,12 @@ def split_entropy_parameters(params: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Split the hyper-synthesis output into means and log-scales."""
     means, log_scales = params.chunk(2, dim=1)
     return means, log_scales
+
+
+def gaussian_likelihood(y: torch.Tensor, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Probability of the unit interval around y under N(mean, scale), evaluated on the tail
+    that keeps float precision."""
+    distance = (y - means).abs()
+    upper = torch.special.ndtr((0.5 - distance) / scales)
+    lower = torch.special.ndtr((-0.5 - distance) / scales)
+    return (upper - lower).clamp_min(1e-9)

@@ -84,7 +84,8 @@ def search(encode, psnr_of, targets: Targets) -> bytes:
         goal = float(targets.max_bytes)
         fits = lambda g: probe(g) <= goal          # noqa: E731
         close = lambda g: probe(g) >= goal * (1 - SIZE_WITHIN)   # noqa: E731
-        scale = math.log
+        # Log-size is close to linear in quality; aim at the middle of the accepted window.
+        distance = lambda g: math.log(probe(g)) - math.log(goal * (1 - SIZE_WITHIN / 2))  # noqa: E731
         if not fits(LOWEST):
             raise InputError(f"target of {targets.max_bytes} bytes is below the smallest file "
                              f"this image can have ({int(probe(LOWEST))} bytes at quality 1)")
@@ -95,28 +96,31 @@ def search(encode, psnr_of, targets: Targets) -> bytes:
         goal = targets.min_psnr
         fits = lambda g: probe(g) >= goal          # noqa: E731
         close = lambda g: probe(g) <= goal + PSNR_WITHIN   # noqa: E731
-        scale = float
+        distance = lambda g: probe(g) - (goal + PSNR_WITHIN / 2)   # noqa: E731
         if not fits(HIGHEST):
             raise InputError(f"target of {goal} dB is above what this image reaches "
                              f"({probe(HIGHEST):.2f} dB at quality 8)")
         if fits(LOWEST):
             return probes[LOWEST][0]
         good, bad = HIGHEST, LOWEST
-    # Invariant: `good` meets the target, `bad` does not; the answer lies between them.
-    interpolate = True
+    # Invariant: `good` meets the target, `bad` does not; the answer lies between them. Each
+    # guess is where the line through the two ends crosses the aim (regula falsi); when the same
+    # end moves twice in a row, the other end's weight is halved (the Illinois variant), which
+    # keeps the bracket shrinking from both sides.
+    at_good, at_bad = distance(good), distance(bad)
+    last_moved = None
     while abs(good - bad) > 1 and not close(good):
-        width = abs(good - bad)
-        if interpolate:
-            a, b = scale(probe(bad)), scale(probe(good))
-            share = (scale(goal) - a) / (b - a) if b != a else 0.5
-            guess = bad + round((good - bad) * min(max(share, 0.0), 1.0))
-        else:
-            guess = (good + bad) // 2
+        share = at_bad / (at_bad - at_good) if at_bad != at_good else 0.5
+        guess = bad + round((good - bad) * min(max(share, 0.0), 1.0))
         guess = min(max(guess, min(good, bad) + 1), max(good, bad) - 1)
         if fits(guess):
-            good = guess
+            good, at_good = guess, distance(guess)
+            if last_moved == "good":
+                at_bad /= 2
+            last_moved = "good"
         else:
-            bad = guess
-        # Bisect next time if interpolation did not at least halve the bracket.
-        interpolate = abs(good - bad) <= width / 2
+            bad, at_bad = guess, distance(guess)
+            if last_moved == "bad":
+                at_good /= 2
+            last_moved = "bad"
     return probes[good][0]

@@ -26,7 +26,7 @@ from torch import nn
 
 from .networks import (
     MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
-    lambda_for_quality, split_entropy_parameters,
+    gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -111,15 +111,6 @@ class CropSampler:
                 array = array[:, ::-1]
             crops.append(torch.from_numpy(array.copy()))
         return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def gaussian_likelihood(y: torch.Tensor, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Probability of the unit interval around y under N(mean, scale), evaluated on the tail
-    that keeps float precision."""
-    distance = (y - means).abs()
-    upper = torch.special.ndtr((0.5 - distance) / scales)
-    lower = torch.special.ndtr((-0.5 - distance) / scales)
-    return (upper - lower).clamp_min(1e-9)
 
 
 def scales_from_log(log_scales: torch.Tensor) -> torch.Tensor:
