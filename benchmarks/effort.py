@@ -97,7 +97,8 @@ def main() -> None:
     (out / "effort.json").write_text(json.dumps(record, indent=1))
     lines = [f"Encoder effort, model {bundle.model_id} ({bundle.meta.get('step')} training "
              f"steps, weights {bundle.weights_hash.hex()}), Kodak {', '.join(images)}, "
-             f"qualities {args.qualities}.", "",
+             f"qualities {args.qualities}.",
+             "Command: `python benchmarks/effort.py " + " ".join(sys.argv[1:]) + "`", "",
              "| effort | BD-rate vs effort 0 | bytes | PSNR | encode s/image (median) |",
              "|---:|---:|---:|---:|---:|"]
     for s in summary:
