@@ -253,10 +253,10 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
         extras["icc"] = zlib.compress(source.icc_profile, 9)
     height, width = source.rgb.shape[:2]
 
-    def encode(q: float, effort: int = 0) -> tuple[bytes, Coded]:
+    def encode(q: float, level: int = 0) -> tuple[bytes, Coded]:
         coded = quantize(bundle, y, q, transforms)
-        if effort:
-            coded = refine(bundle, coded, y, source.rgb, q, effort, transforms, tile)
+        if level:
+            coded = refine(bundle, coded, y, source.rgb, q, level, transforms, tile)
         sections = {
             "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
             "y": entropy_coding.encode(coded.residual, coded.scale_index, bundle.y_tables),

@@ -40,10 +40,13 @@ class TableSet:
     def table(self, k: int) -> np.ndarray:
         return self.freqs[self.starts[k]:self.starts[k + 1]]
 
+    def totals(self) -> np.ndarray:
+        """Per table, the sum of its frequencies (float64)."""
+        return np.add.reduceat(self.freqs, self.starts[:-1]).astype(np.float64)
+
     def least_bits(self) -> np.ndarray:
         """Per table, the fewest bits any symbol can cost: -log2 of its largest probability."""
-        totals = np.add.reduceat(self.freqs, self.starts[:-1]).astype(np.float64)
-        return -np.log2(np.maximum.reduceat(self.freqs, self.starts[:-1]) / totals)
+        return -np.log2(np.maximum.reduceat(self.freqs, self.starts[:-1]) / self.totals())
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}_freqs": self.freqs.astype(np.int32),
@@ -173,7 +176,7 @@ def symbol_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -
     the escape symbol plus ESCAPE_BITS)."""
     values = np.asarray(values, np.int64).ravel()
     table_index = np.asarray(table_index, np.int64).ravel()
-    totals = np.add.reduceat(tables.freqs, tables.starts[:-1]).astype(np.float64)
+    totals = tables.totals()
     sizes = np.diff(tables.starts)
     symbols = values - tables.lows[table_index]
     escape = sizes[table_index] - 1

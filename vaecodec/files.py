@@ -40,7 +40,7 @@ def write_atomically(path: Path, write: Callable[[Path], None], force: bool = Fa
     path = Path(path)
     if path.exists() and not force:
         raise OutputError(f"{path}: exists (use --force to overwrite)")
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"{folder}: no such folder")
     remove_stale_temporaries(path)
@@ -70,9 +70,8 @@ def write_atomically(path: Path, write: Callable[[Path], None], force: bool = Fa
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete temporaries of `path` whose writing process no longer exists (it was killed)."""
-    folder = path.parent if str(path.parent) else Path(".")
     prefix = f".{path.name}."
-    for candidate in folder.glob(f"{glob.escape(prefix)}*{TEMPORARY_SUFFIX}"):
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*{TEMPORARY_SUFFIX}"):
         pid = candidate.name[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and not process_exists(int(pid)):
             candidate.unlink(missing_ok=True)

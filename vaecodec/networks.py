@@ -19,8 +19,8 @@ from .architecture import (
 )
 
 __all__ = ["GDN", "HyperpriorVAE", "ModelConfig", "build", "lambda_for_quality",
-           "split_entropy_parameters", "gaussian_likelihood", "LOG_SCALE_STEP", "SCALE_LEVELS", "SCALE_MAX",
-           "SCALE_MIN", "MIN_QUALITY", "MAX_QUALITY", "QUALITY_LAMBDAS"]
+           "split_entropy_parameters", "gaussian_likelihood", "LOG_SCALE_STEP", "SCALE_LEVELS",
+           "SCALE_MAX", "SCALE_MIN", "MIN_QUALITY", "MAX_QUALITY", "QUALITY_LAMBDAS"]
 
 
 def lambda_for_quality(quality: torch.Tensor | float) -> torch.Tensor:
