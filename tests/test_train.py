@@ -93,3 +93,26 @@ def test_distributed_training_with_two_cpu_processes(folder, tmp_path):
     replica = torch.load(out / "replica1.pt", weights_only=True)
     for name, tensor in state["model"].items():
         assert torch.equal(tensor, replica[name]), name
+
+
+def test_learning_rate_warms_up_holds_and_decays():
+    from vaecodec.train import learning_rate
+
+    cfg = TrainConfig(lr=1e-3, warmup=10, decay_from=0.5)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 50, 0.25) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50, 0.75) == pytest.approx(1e-3 * (1 - 0.95 / 2))
+    assert learning_rate(cfg, 50, 1.0) == pytest.approx(5e-5)
+
+
+def test_a_time_budget_spreads_the_schedule_over_the_minutes(folder, tmp_path):
+    import csv
+
+    config = tiny(folder, tmp_path / "t", 10**6)
+    config.warmup, config.decay_from, config.validate_every = 0, 0.5, 10**6
+    state = torch.load(train(config, max_minutes=0.05, log=lambda *_: None), weights_only=True)
+    assert 0 < state["step"] < 10**6
+    rows = list(csv.DictReader(open(tmp_path / "t" / "log.csv")))
+    assert int(rows[-1]["step"]) == state["step"]
+    assert rows[-1]["validation"], "the last step is validated"
+    assert float(rows[-1]["lr"]) < 0.2 * config.lr, "the decay ends with the budget"

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--patch", type=int, default=128)
     sub.add_argument("--lr", type=float, default=4e-4)
     sub.add_argument("--decay-from", type=float, default=0.8,
-                     help="fraction of --steps after which the learning rate decays to 1/20")
+                     help="fraction of the schedule (--steps, or --minutes when given) after "
+                          "which the learning rate decays to 1/20")
     sub.add_argument("--widths", default="96,160,96", help="N,M,H channel widths")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     sub.add_argument("--threads", type=int, default=0)
@@ -97,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     sub.add_argument("--init", default="", help="start from a compact training state "
                      "(vaecodec export --training-state) when OUT has no checkpoint")
-    sub.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long")
+    sub.add_argument("--minutes", type=float,
+                     help="train for this many minutes, with the learning-rate schedule spread "
+                          "over them (--steps then only caps the run); stops with a checkpoint")
     sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
     sub.add_argument("--kodak", default="", help="evaluation images to report on (never trained on)")
     sub.add_argument("--kodak-every", type=int, default=5000)

@@ -148,14 +148,16 @@ class TrainingModel(nn.Module):
         return {"bpp": bits / pixels, "mse": mse, "x_hat": x_hat}
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """The main optimizer's learning rate: a linear warm-up over the first `cfg.warmup` steps of
+    a fresh run, the peak until `cfg.decay_from` of the schedule, then a linear decay to 1/20.
+    `progress` is the fraction of the schedule done, counted in steps or in minutes."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    start = int(cfg.decay_from * cfg.steps)
-    if step < start:
+    if progress < cfg.decay_from:
         return cfg.lr
-    progress = min(1.0, (step - start) / max(1, cfg.steps - start))
-    return cfg.lr * (1.0 - 0.95 * progress)
+    decayed = min(1.0, (progress - cfg.decay_from) / max(1e-9, 1.0 - cfg.decay_from))
+    return cfg.lr * (1.0 - 0.95 * decayed)
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -248,6 +250,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
           log=print) -> Path:
     """Run (or resume) training; returns the path of the last checkpoint.
 
+    Without `max_minutes` the learning-rate schedule spans `cfg.steps`. With it, the schedule
+    spans those minutes of this call instead (decay from `cfg.decay_from` of them), so a run
+    fits a session whatever the speed of the machine; `cfg.steps` still caps it.
+
     Under torchrun every process trains on its own crops (batch `cfg.batch` each) and
     DistributedDataParallel averages the gradients; rank 0 validates, logs and checkpoints."""
     import torch.distributed as dist
@@ -307,13 +313,18 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     if new_log and rank == 0:
         writer.writerow(["step", "seconds", "lr", "loss", "bpp", "psnr", "validation"])
 
-    def should_stop() -> bool:
-        stop = step >= cfg.steps or (deadline is not None and time.time() >= deadline)
-        if world > 1:   # every rank stops at the same step, as rank 0 decides
-            flag = torch.tensor([float(stop)], device=device)
-            dist.broadcast(flag, 0)
-            stop = bool(flag.item())
-        return stop
+    def schedule() -> tuple[bool, float]:
+        """(stop now, fraction of the schedule done), as rank 0 sees them."""
+        if deadline is None:
+            fraction = step / max(1, cfg.steps)
+        else:
+            fraction = 1.0 - (deadline - time.time()) / (60 * max_minutes)
+        stop = step >= cfg.steps or fraction >= 1.0
+        if world > 1:   # every rank follows rank 0, so that they stop at the same step
+            state = torch.tensor([float(stop), fraction], dtype=torch.float64, device=device)
+            dist.broadcast(state, 0)
+            stop, fraction = bool(state[0].item()), float(state[1].item())
+        return stop, fraction
 
     def checkpoint() -> None:
         if rank != 0:
@@ -336,10 +347,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
         progress = tqdm(total=cfg.steps, initial=step, unit="step", mininterval=10,
                         dynamic_ncols=True)
-    while not should_stop():
+    stop, done = schedule()
+    while not stop:
         warmup = min(1.0, (step - warm_from + 1) / cfg.warmup) if warm_from else 1.0
+        lr = learning_rate(cfg, step, done) * warmup
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step) * warmup
+            group["lr"] = lr
         x = sampler.sample(cfg.batch).to(device)
         quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
         out_ = trainer(x, quality.to(device))
@@ -359,20 +372,21 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         aux_optimizer.step()
         step += 1
         spent = time.time() - started
+        stop, done = schedule()
 
         running["loss"] += loss.item()
         running["bpp"] += out_["bpp"].mean().item()
         running["psnr"] += psnr(out_["mse"]).mean().item()
         running["n"] += 1
         validation = ""
-        if rank == 0 and (step % cfg.validate_every == 0 or step == cfg.steps):
+        if rank == 0 and (step % cfg.validate_every == 0 or stop):
             validation = " ".join(f"{k}={v:.3f}" for k, v in validate(model, validation_images).items())
-        if kodak_images and (step % cfg.kodak_every == 0 or step == cfg.steps):
+        if kodak_images and (step % cfg.kodak_every == 0 or stop):
             validation += " " + " ".join(
                 f"kodak_{k}={v:.3f}" for k, v in validate(model, kodak_images).items())
         if rank == 0 and (step % 100 == 0 or validation):
             n = running["n"]
-            writer.writerow([step, f"{spent:.0f}", f"{learning_rate(cfg, step):.2e}",
+            writer.writerow([step, f"{spent:.0f}", f"{lr:.2e}",
                              f"{running['loss'] / n:.4f}", f"{running['bpp'] / n:.4f}",
                              f"{running['psnr'] / n:.2f}", validation])
             log_file.flush()
