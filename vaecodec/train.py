@@ -80,14 +80,19 @@ def hash_name(name: str) -> int:
 
 
 class CropSampler:
-    """Random crops, randomly downscaled (washes out JPEG artifacts) and flipped, as a batch."""
+    """Random crops, randomly downscaled (washes out JPEG artifacts) and flipped, as a batch.
 
-    def __init__(self, paths: list[Path], patch: int, generator: torch.Generator):
+    The photos are held decoded on `device`, so that on a GPU the crops are cut and resized
+    there rather than by one CPU thread."""
+
+    def __init__(self, paths: list[Path], patch: int, generator: torch.Generator,
+                 device: str = "cpu"):
         self.patch = patch
         self.generator = generator
-        self.images = [Image.open(p).convert("RGB") for p in paths]
-        for image in self.images:
-            image.load()
+        self.images = [
+            torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).to(device)
+            for p in paths
+        ]
 
     def _uniform(self) -> float:
         return torch.rand((), generator=self.generator).item()
@@ -96,21 +101,19 @@ class CropSampler:
         crops = []
         for _ in range(batch):
             image = self.images[int(self._uniform() * len(self.images))]
-            w, h = image.size
+            h, w = image.shape[-2:]
             largest = min(w, h) / self.patch
             scale = 1.0 + self._uniform() * (min(largest, 2.0) - 1.0)  # source pixels per output
             size = int(self.patch * scale)
             left = int(self._uniform() * (w - size + 1))
             top = int(self._uniform() * (h - size + 1))
-            crop = image.resize(
-                (self.patch, self.patch), Image.BICUBIC, box=(left, top, left + size, top + size),
-                reducing_gap=None,
-            )
-            array = np.asarray(crop)
+            crop = image[None, :, top:top + size, left:left + size].float()
+            crop = nn.functional.interpolate(crop, size=(self.patch, self.patch), mode="bicubic",
+                                             antialias=True, align_corners=False)
             if self._uniform() < 0.5:
-                array = array[:, ::-1]
-            crops.append(torch.from_numpy(array.copy()))
-        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
+                crop = crop.flip(-1)
+            crops.append(crop)
+        return torch.cat(crops).clamp_(0.0, 255.0).div_(255.0)
 
 
 def scales_from_log(log_scales: torch.Tensor) -> torch.Tensor:
@@ -200,7 +203,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
-    """The model part of a checkpoint in float16, as a pickle-free `.npz` small enough to keep
+    """The model part of a checkpoint, its weights in float16, as a pickle-free `.npz` small enough to keep
     in the repository, so a later session can continue training (with a fresh optimizer)."""
     import json
 
@@ -208,7 +211,11 @@ def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
     arrays = {}
     for name, tensor in state["model"].items():
         array = tensor.numpy()
-        arrays[f"state.{name}"] = array.astype(np.float16) if array.dtype == np.float32 else array
+        # Small tensors stay in float32: they cost little, and among them are constants that
+        # float16 cannot hold (the bottleneck's likelihood bound, 1e-9, would become 0).
+        if array.dtype == np.float32 and array.size >= 10_000:
+            array = array.astype(np.float16)
+        arrays[f"state.{name}"] = array
     meta = {"step": state["step"], "seconds": state["seconds"], "config": state["config"]}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     out = Path(out)
@@ -302,7 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
-    sampler = CropSampler(train_paths, cfg.patch, generator)
+    sampler = CropSampler(train_paths, cfg.patch, generator, device)
     validation_images = load_validation_images(holdout_paths) if rank == 0 else []
     kodak_images = load_validation_images(list_images(cfg.kodak), limit=768) if (
         rank == 0 and cfg.kodak) else []
@@ -353,7 +360,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         lr = learning_rate(cfg, step, done) * warmup
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = sampler.sample(cfg.batch).to(device)
+        x = sampler.sample(cfg.batch)
         quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
         out_ = trainer(x, quality.to(device))
         lam = lambda_for_quality(quality).to(device)
