@@ -36,20 +36,21 @@ def test_resume_continues_exactly(folder, tmp_path):
     resumed = torch.load(train(tiny(folder, tmp_path / "b", 4), resume=True, log=lambda *_: None),
                          weights_only=True)
     assert straight["step"] == resumed["step"] == 4
-    for name, tensor in straight["model"].items():
-        assert torch.equal(tensor, resumed["model"][name]), name
+    for part in ("model", "average"):
+        for name, tensor in straight[part].items():
+            assert torch.equal(tensor, resumed[part][name]), (part, name)
     assert (tmp_path / "b" / "log.csv").exists()
 
 
 def test_compact_state_continues_training(folder, tmp_path):
-    from vaecodec.train import TrainingModel, load_compact_state, save_compact_state
+    from vaecodec.train import TrainingModel, load_compact_state, save_compact_state, shipped_state
     from vaecodec.networks import ModelConfig
 
     checkpoint = train(tiny(folder, tmp_path / "d", 2), log=lambda *_: None)
     compact = save_compact_state(checkpoint, tmp_path / "state.npz")
     model = TrainingModel(ModelConfig(8, 8, 8))
     assert load_compact_state(model, compact)[0] == 2
-    original = torch.load(checkpoint, weights_only=True)["model"]
+    original = shipped_state(torch.load(checkpoint, weights_only=True))
     for name, tensor in model.state_dict().items():
         assert torch.allclose(tensor.float(), original[name].float(), rtol=1e-3, atol=1e-4), name
     config = tiny(folder, tmp_path / "e", 3)
@@ -149,3 +150,35 @@ def test_compact_state_keeps_rates_finite_and_weights_small(tmp_path):
         want, got = original.z_prior(z)[1], loaded.z_prior(z)[1]
     assert torch.isfinite(torch.log2(want)).all() and torch.isfinite(torch.log2(got)).all()
     assert torch.allclose(got, want)
+
+
+def test_the_weight_average_is_what_ships(folder, tmp_path):
+    from vaecodec import weights
+
+    config = tiny(folder, tmp_path / "avg", 3)
+    config.warmup, config.lr = 0, 1e-2      # steps large enough for the average to lag
+    checkpoint = train(config, log=lambda *_: None)
+    state = torch.load(checkpoint, weights_only=True)
+    name = "vae.g_a.0.weight"
+    live, average = state["model"][name], state["average"][name]
+    assert not torch.allclose(live, average, atol=1e-4), "the average lags the live weights"
+    shipped = np.load(weights.export(checkpoint, tmp_path / "tiny.npz"))[name]
+    assert np.abs(shipped - average.numpy()).max() < 0.1 * np.abs(shipped - live.numpy()).max()
+
+
+def test_weight_average_follows_an_exponential_decay():
+    from vaecodec.train import WeightAverage
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    average = WeightAverage(model, decay=0.5)
+    for step in range(3):
+        model.weight.data += 1.0
+        average.update(model, step)
+    # decays: min(0.5, 1/10), min(0.5, 2/11), min(0.5, 3/12) -> 0.1, 2/11, 0.25
+    want = 0.0
+    for value, decay in ((1, 0.1), (2, 2 / 11), (3, 0.25)):
+        want = decay * want + (1 - decay) * value
+    assert torch.allclose(average.model.weight, torch.full((1, 2), want))
+    average.update(model, 10_000)   # a trained model: the full decay
+    assert torch.allclose(average.model.weight, torch.full((1, 2), 0.5 * want + 0.5 * 3))

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--minutes", type=float,
                      help="train for this many minutes, with the learning-rate schedule spread "
                           "over them (--steps then only caps the run); stops with a checkpoint")
+    sub.add_argument("--average", type=float, default=0.999,
+                     help="decay of the moving average of the weights that ships (0: none)")
     sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
     sub.add_argument("--kodak", default="", help="evaluation images to report on (never trained on)")
     sub.add_argument("--kodak-every", type=int, default=5000)
@@ -226,7 +228,8 @@ def run(args) -> int:
                           device=args.device,
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
-                          kodak=args.kodak, kodak_every=args.kodak_every, init=args.init)
+                          kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
+                          average=args.average)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":

@@ -6,12 +6,18 @@ likelihood under the hyper-synthesis' means and scales with additive uniform noi
 synthesis sees the rounded latents through a straight-through estimator, which matches what the
 decoder receives. The rate of z comes from CompressAI's EntropyBottleneck.
 
-Checkpoints hold everything needed to resume exactly (model, entropy bottleneck, optimizer,
-step, wall-clock, the data generator's state) and load with `torch.load(weights_only=True)`.
+The weights that ship are an exponential moving average of the trained ones (`WeightAverage`):
+it removes most of the step-to-step noise of Adam at a high learning rate, which otherwise only
+a decay of the learning rate would.
+
+Checkpoints hold everything needed to resume exactly (model, its average, entropy bottleneck,
+optimizer, step, wall-clock, the data generator's state) and load with
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -46,6 +52,7 @@ class TrainConfig:
     decay_from: float = 0.8       # fraction of `steps` after which the lr decays linearly to 1/20
     aux_lr: float = 1e-3
     clip: float = 1.0
+    average: float = 0.999        # decay of the weight average that ships; 0: ship the live weights
     holdout: int = 12             # images kept out of training for validation
     checkpoint_minutes: float = 5.0
     validate_every: int = 1000
@@ -151,6 +158,36 @@ class TrainingModel(nn.Module):
         return {"bpp": bits / pixels, "mse": mse, "x_hat": x_hat}
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights and buffers.
+
+    In the first steps of a run the new weights weigh in more (decay (1 + step) / (10 + step)
+    until that exceeds `decay`), so the average does not lag far behind a model that starts from
+    scratch; an average started on a trained model (a resumed or initialised run) gets the full
+    decay at once."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """Fold in `model`'s weights after its optimizer step number `step` (from 0)."""
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for average, current in zip(self.model.state_dict().values(),
+                                    model.state_dict().values()):
+            if average.is_floating_point():
+                average.lerp_(current, 1.0 - decay)
+            else:
+                average.copy_(current)
+
+
+def shipped_state(checkpoint: dict) -> dict:
+    """The model weights of a checkpoint that ship: the average when the run kept one."""
+    return checkpoint.get("average") or checkpoint["model"]
+
+
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     """The main optimizer's learning rate: a linear warm-up over the first `cfg.warmup` steps of
     a fresh run, the peak until `cfg.decay_from` of the schedule, then a linear decay to 1/20.
@@ -203,13 +240,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
-    """The model part of a checkpoint, its weights in float16, as a pickle-free `.npz` small enough to keep
+    """The model part of a checkpoint (the average, if kept), its weights in float16, as a pickle-free `.npz` small enough to keep
     in the repository, so a later session can continue training (with a fresh optimizer)."""
     import json
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     arrays = {}
-    for name, tensor in state["model"].items():
+    for name, tensor in shipped_state(state).items():
         array = tensor.numpy()
         # Small tensors stay in float32: they cost little, and among them are constants that
         # float16 cannot hold (the bottleneck's likelihood bound, 1e-9, would become 0).
@@ -285,6 +322,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     step, spent = 0, 0.0
     warm_from = 0       # a fresh optimizer warms up again from this step
+    saved_average = None
 
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -292,6 +330,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         step, spent = state["step"], state["seconds"]
+        saved_average = state.get("average")
         if rank == 0:
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
@@ -303,6 +342,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         step, spent = load_compact_state(model, cfg.init)
         warm_from = step
         log(f"initialised from {cfg.init} (step {step}, {spent / 3600:.2f} h); fresh optimizer")
+    average = WeightAverage(model, cfg.average) if rank == 0 and cfg.average else None
+    if average is not None and saved_average is not None:
+        average.model.load_state_dict(saved_average)
+    shipped = average.model if average is not None else model
     trainer = model
     if world > 1:
         # The quantiles only enter the auxiliary loss, outside DDP's forward.
@@ -340,6 +383,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "aux_optimizer": aux_optimizer.state_dict(), "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(), "step": step, "seconds": spent,
+            "average": None if average is None else average.model.state_dict(),
             "config": asdict(cfg),
         })
 
@@ -377,6 +421,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                 dist.all_reduce(p.grad)
                 p.grad /= world
         aux_optimizer.step()
+        if average is not None:
+            average.update(model, step)
         step += 1
         spent = time.time() - started
         stop, done = schedule()
@@ -386,11 +432,15 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         running["psnr"] += psnr(out_["mse"]).mean().item()
         running["n"] += 1
         validation = ""
+        # The weights that ship are validated; the live ones too, under live_, when they differ.
         if rank == 0 and (step % cfg.validate_every == 0 or stop):
-            validation = " ".join(f"{k}={v:.3f}" for k, v in validate(model, validation_images).items())
+            validation = " ".join(f"{k}={v:.3f}" for k, v in validate(shipped, validation_images).items())
+            if shipped is not model:
+                validation += " " + " ".join(
+                    f"live_{k}={v:.3f}" for k, v in validate(model, validation_images).items())
         if kodak_images and (step % cfg.kodak_every == 0 or stop):
             validation += " " + " ".join(
-                f"kodak_{k}={v:.3f}" for k, v in validate(model, kodak_images).items())
+                f"kodak_{k}={v:.3f}" for k, v in validate(shipped, kodak_images).items())
         if rank == 0 and (step % 100 == 0 or validation):
             n = running["n"]
             writer.writerow([step, f"{spent:.0f}", f"{lr:.2e}",

@@ -107,19 +107,20 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
 
 
 def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -> Path:
-    """Turn a training checkpoint into a shipped weights file."""
+    """Turn a training checkpoint (its weight average, when the run kept one) into a shipped
+    weights file."""
     import torch
     from torch import nn
 
     from .entropy_coding import gaussian_tables
     from .integer_net import fold_scale_index, scale_table
-    from .train import TrainingModel
+    from .train import TrainingModel, shipped_state
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]
     cfg = ModelConfig(config["N"], config["M"], config["H"])
     model = TrainingModel(cfg)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(shipped_state(state))
     model.eval()
 
     arrays: dict[str, np.ndarray] = {}
