@@ -208,13 +208,15 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
 def validate(model: TrainingModel, images: list[torch.Tensor], qualities=(1, 4, 8)) -> dict:
     """Estimated bpp and PSNR with hard rounding, on whole images padded to a multiple of 64."""
     model.eval()
+    device = next(model.parameters()).device
     results = {}
     for q in qualities:
         bpps, psnrs = [], []
         for x in images:
+            x = x.to(device)
             h, w = x.shape[-2:]
             padded = nn.functional.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
-            out = model(padded, torch.tensor([float(q)]))
+            out = model(padded, torch.tensor([float(q)], device=device))
             x_hat = out["x_hat"][..., :h, :w].clamp(0, 1)
             bpps.append(out["bpp"].item() * padded.shape[2] * padded.shape[3] / (h * w))
             psnrs.append(psnr((x_hat - x).pow(2).mean()).item())
@@ -312,6 +314,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     checkpoint_path = out / "checkpoint.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True    # the crops' shape never changes
     torch.manual_seed(cfg.seed + rank)
 
     model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H)).to(device)
@@ -427,9 +431,11 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         spent = time.time() - started
         stop, done = schedule()
 
-        running["loss"] += loss.item()
-        running["bpp"] += out_["bpp"].mean().item()
-        running["psnr"] += psnr(out_["mse"]).mean().item()
+        # Summed on the device and read every 100 steps: a read per step would make the CPU
+        # wait for the GPU at every step instead of queueing the next one.
+        running["loss"] += loss.detach()
+        running["bpp"] += out_["bpp"].detach().mean()
+        running["psnr"] += psnr(out_["mse"].detach()).mean()
         running["n"] += 1
         validation = ""
         # The weights that ship are validated; the live ones too, under live_, when they differ.
@@ -442,7 +448,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             validation += " " + " ".join(
                 f"kodak_{k}={v:.3f}" for k, v in validate(shipped, kodak_images).items())
         if rank == 0 and (step % 100 == 0 or validation):
-            n = running["n"]
+            n = running.pop("n")
+            running = {k: float(v) for k, v in running.items()}
             writer.writerow([step, f"{spent:.0f}", f"{lr:.2e}",
                              f"{running['loss'] / n:.4f}", f"{running['bpp'] / n:.4f}",
                              f"{running['psnr'] / n:.2f}", validation])
