@@ -152,6 +152,40 @@ def test_compact_state_keeps_rates_finite_and_weights_small(tmp_path):
     assert torch.allclose(got, want)
 
 
+def test_a_narrow_state_widens_to_a_model_that_codes_the_same(tmp_path):
+    from vaecodec.networks import GDN, ModelConfig
+    from vaecodec.train import TrainingModel, load_compact_state, save_compact_state
+
+    torch.manual_seed(0)
+    narrow = TrainingModel(ModelConfig(8, 12, 8))
+    with torch.no_grad():   # GDNs that mix channels, as trained ones do
+        for module in narrow.modules():
+            if isinstance(module, GDN):
+                module.gamma.add_(0.05 * torch.rand_like(module.gamma))
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": narrow.state_dict(), "step": 7, "seconds": 1.0, "config": {}}, checkpoint)
+    compact = save_compact_state(checkpoint, tmp_path / "state.npz")
+    narrow.load_state_dict({k: v.half().float() if v.is_floating_point() and v.numel() >= 10_000
+                            else v for k, v in narrow.state_dict().items()})
+    wide = TrainingModel(ModelConfig(12, 16, 8))
+    assert load_compact_state(wide, compact) == (7, 1.0)
+
+    x = torch.rand(2, 3, 64, 64)
+    quality = torch.tensor([1.5, 6.0])
+    with torch.no_grad():
+        want, got = narrow.eval()(x, quality), wide.eval()(x, quality)
+    assert torch.allclose(got["x_hat"], want["x_hat"], atol=1e-5)
+    assert torch.allclose(got["bpp"], want["bpp"], rtol=1e-3)
+    # The new channels learn: a training step's gradient reaches the weights that make the new
+    # latents, and the (zero) weights that lead from the new synthesis channels to the image.
+    out = wide.train()(x, quality)
+    (out["bpp"] + 0.01 * 255**2 * out["mse"]).sum().backward()
+    assert wide.vae.g_a[-1].weight.grad[12:].abs().sum() > 0
+    assert wide.vae.g_s[-1].weight.grad[8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot be widened"):
+        load_compact_state(TrainingModel(ModelConfig(8, 8, 8)), compact)
+
+
 def test_the_weight_average_is_what_ships(folder, tmp_path):
     from vaecodec import weights
 

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from .networks import (
-    MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
+    GDN, MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
     gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
 )
 
@@ -262,8 +262,72 @@ def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
     return out
 
 
+def widen_state(state: dict, model: TrainingModel) -> dict:
+    """The state of a narrower model (smaller N and/or M, same H) embedded in `model`'s shapes,
+    so that the wider model starts out coding as the narrow one did: the same image, and the
+    same rate up to ~1e-5 bit per new latent element.
+
+    Every new input of a layer gets zero weights, so new channels cannot disturb old ones; new
+    channels keep `model`'s random weights otherwise, so they learn from the first step. New
+    latent channels start at zero (zero rows at the end of g_a) with mean 0 and the smallest
+    scale from h_s, so that they cost next to no bits until training gives them a use; the
+    synthesis keeps random weights for them (their input is zero), which passes them a gradient.
+    """
+    cfg = model.vae.cfg
+    old_n, old_m = state["vae.g_a.0.weight"].shape[0], state["vae.log_gain"].shape[1]
+    if old_n > cfg.N or old_m > cfg.M or state["z_prior.quantiles"].shape[0] != cfg.H:
+        raise ValueError(f"a state of widths N={old_n}, M={old_m} cannot be widened to "
+                         f"N={cfg.N}, M={cfg.M}, H={cfg.H} (only N and M grow)")
+    wide = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    for name, tensor in state.items():
+        if name.startswith("z_prior.") or wide[name].shape == tensor.shape:
+            wide[name] = tensor
+    wide["vae.log_gain"][:, :old_m] = state["vae.log_gain"]
+    wide["vae.log_inverse_gain"][:, :old_m] = state["vae.log_inverse_gain"]
+
+    for transform in ("g_a", "g_s", "h_a", "h_s"):
+        layers = getattr(model.vae, transform)
+        last = max(i for i, m in enumerate(layers) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+        for i, module in enumerate(layers):
+            prefix = f"vae.{transform}.{i}."
+            if isinstance(module, GDN):
+                c = state[prefix + "beta"].shape[0]
+                wide[prefix + "beta"][:c] = state[prefix + "beta"]
+                wide[prefix + "gamma"][:c, :c] = state[prefix + "gamma"]
+                wide[prefix + "gamma"][:c, c:] = 0.0    # new channels do not normalize old ones
+            if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                continue
+            weight, bias = state[prefix + "weight"], state[prefix + "bias"]
+            # nn.Conv2d stores (out, in, k, k); nn.ConvTranspose2d (in, out, k, k).
+            if isinstance(module, nn.Conv2d):
+                weight = weight.transpose(0, 1)
+            new_weight = wide[prefix + "weight"]
+            if isinstance(module, nn.Conv2d):
+                new_weight = new_weight.transpose(0, 1)    # a view: writes go through
+            cin, cout = weight.shape[:2]
+            if not (transform == "g_s" and i == 0):
+                new_weight[cin:] = 0.0
+            new_bias = wide[prefix + "bias"]
+            if transform == "h_s" and i == last:    # [means, log-scales], M of each
+                wide_m = new_bias.shape[0] // 2
+                new_weight[:, :] = 0.0
+                new_bias[:wide_m] = 0.0
+                new_bias[wide_m:] = math.log(SCALE_MIN)
+                for src, dst in ((0, 0), (old_m, wide_m)):
+                    new_weight[:cin, dst:dst + old_m] = weight[:, src:src + old_m]
+                    new_bias[dst:dst + old_m] = bias[src:src + old_m]
+                continue
+            if transform == "g_a" and i == last:   # the new latent channels start at zero
+                new_weight[:, cout:] = 0.0
+                new_bias[cout:] = 0.0
+            new_weight[:cin, :cout] = weight
+            new_bias[:cout] = bias
+    return wide
+
+
 def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
-    """Load a `save_compact_state` file into `model`; returns (step, seconds) it had reached."""
+    """Load a `save_compact_state` file into `model`; returns (step, seconds) it had reached.
+    A state of a narrower model is widened to `model`'s widths (see `widen_state`)."""
     import json
 
     with np.load(path, allow_pickle=False) as arrays:
@@ -271,6 +335,10 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
         state = {name[len("state."):]: torch.from_numpy(arrays[name].astype(
             np.float32 if arrays[name].dtype == np.float16 else arrays[name].dtype))
             for name in arrays.files if name.startswith("state.")}
+    current = model.state_dict()
+    if any(current[name].shape != tensor.shape for name, tensor in state.items()
+           if name.startswith("vae.")):
+        state = widen_state(state, model)
     current = model.state_dict()
     for name, tensor in state.items():   # the bottleneck's coding buffers change size
         if name in current and current[name].shape != tensor.shape:
