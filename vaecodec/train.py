@@ -242,8 +242,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
-    """The model part of a checkpoint (the average, if kept), its weights in float16, as a pickle-free `.npz` small enough to keep
-    in the repository, so a later session can continue training (with a fresh optimizer)."""
+    """The model part of a checkpoint (the average, if kept), its weights in float16, as a
+    pickle-free `.npz` small enough to keep in the repository, so that a later session can
+    continue training (with a fresh optimizer)."""
     import json
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -285,9 +286,10 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
     wide["vae.log_gain"][:, :old_m] = state["vae.log_gain"]
     wide["vae.log_inverse_gain"][:, :old_m] = state["vae.log_inverse_gain"]
 
+    convolutions = (nn.Conv2d, nn.ConvTranspose2d)
     for transform in ("g_a", "g_s", "h_a", "h_s"):
         layers = getattr(model.vae, transform)
-        last = max(i for i, m in enumerate(layers) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+        last = max(i for i, module in enumerate(layers) if isinstance(module, convolutions))
         for i, module in enumerate(layers):
             prefix = f"vae.{transform}.{i}."
             if isinstance(module, GDN):
@@ -295,7 +297,7 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
                 wide[prefix + "beta"][:c] = state[prefix + "beta"]
                 wide[prefix + "gamma"][:c, :c] = state[prefix + "gamma"]
                 wide[prefix + "gamma"][:c, c:] = 0.0    # new channels do not normalize old ones
-            if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            if not isinstance(module, convolutions):
                 continue
             weight, bias = state[prefix + "weight"], state[prefix + "bias"]
             # nn.Conv2d stores (out, in, k, k); nn.ConvTranspose2d (in, out, k, k).
@@ -339,7 +341,6 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
     if any(current[name].shape != tensor.shape for name, tensor in state.items()
            if name.startswith("vae.")):
         state = widen_state(state, model)
-    current = model.state_dict()
     for name, tensor in state.items():   # the bottleneck's coding buffers change size
         if name in current and current[name].shape != tensor.shape:
             current[name].resize_(tensor.shape)
