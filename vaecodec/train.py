@@ -300,16 +300,14 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
             if not isinstance(module, convolutions):
                 continue
             weight, bias = state[prefix + "weight"], state[prefix + "bias"]
-            # nn.Conv2d stores (out, in, k, k); nn.ConvTranspose2d (in, out, k, k).
+            new_weight, new_bias = wide[prefix + "weight"], wide[prefix + "bias"]
+            # nn.Conv2d stores (out, in, k, k), nn.ConvTranspose2d (in, out, k, k): work on
+            # (in, out) views of both (writes go through).
             if isinstance(module, nn.Conv2d):
-                weight = weight.transpose(0, 1)
-            new_weight = wide[prefix + "weight"]
-            if isinstance(module, nn.Conv2d):
-                new_weight = new_weight.transpose(0, 1)    # a view: writes go through
+                weight, new_weight = weight.transpose(0, 1), new_weight.transpose(0, 1)
             cin, cout = weight.shape[:2]
             if not (transform == "g_s" and i == 0):
                 new_weight[cin:] = 0.0
-            new_bias = wide[prefix + "bias"]
             if transform == "h_s" and i == last:    # [means, log-scales], M of each
                 wide_m = new_bias.shape[0] // 2
                 new_weight[:, :] = 0.0
