@@ -75,6 +75,32 @@ def test_exported_weights_code_an_image(folder, tmp_path, monkeypatch):
         weights.load_model.cache_clear()
 
 
+def test_a_context_model_trains_resumes_and_codes_an_image(folder, tmp_path, monkeypatch):
+    from vaecodec import codec, weights
+
+    def config(out, steps):
+        cfg = tiny(folder, tmp_path / out, steps)
+        cfg.context = True
+        return cfg
+
+    straight = torch.load(train(config("a", 4), log=lambda *_: None), weights_only=True)
+    train(config("b", 2), log=lambda *_: None)
+    checkpoint = train(config("b", 4), resume=True, log=lambda *_: None)
+    resumed = torch.load(checkpoint, weights_only=True)
+    assert any(name.startswith("context.") for name in resumed["model"])
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
+    weights.export(checkpoint, tmp_path / "weights" / "tinycb.npz")
+    weights.load_model.cache_clear()
+    try:
+        assert weights.load_model("tinycb").context is not None
+        image = np.asarray(Image.open(next(folder.iterdir())).convert("RGB"))
+        assert codec.decompress(codec.compress(image, quality=3, model="tinycb")).size == (200, 150)
+    finally:
+        weights.load_model.cache_clear()
+
+
 def test_distributed_training_with_two_cpu_processes(folder, tmp_path):
     """torchrun with two gloo processes: DDP keeps the replicas identical, rank 0 checkpoints."""
     import os

@@ -72,6 +72,35 @@ TRANSFORMS = {"g_a": analysis_layers, "g_s": synthesis_layers, "h_a": hyper_anal
               "h_s": hyper_synthesis_layers}
 
 
+# The checkerboard context model (He et al. 2021, "Checkerboard context model for efficient
+# learned image compression"). Latents y are split in two halves: the anchors, coded first with
+# the hyperprior's means and scales alone, and the others, whose means and scales are corrected
+# from the decoded anchors around them. Like h_s, both networks are convolutions and ReLUs only,
+# so that `integer_net.py` evaluates them exactly.
+
+def context_layers(cfg: ModelConfig) -> list[tuple]:
+    """Decoded anchors (the others zeroed) to M context features."""
+    m = cfg.M
+    return [("conv", m, m, 5, 1)]
+
+
+def entropy_parameter_layers(cfg: ModelConfig) -> list[tuple]:
+    """[context features, hyper means, hyper scale indices] (3M) to corrections of the means and
+    scale indices (2M), one position at a time."""
+    m = cfg.M
+    return [("conv", 3 * m, 2 * m, 1, 1), ("relu",), ("conv", 2 * m, 2 * m, 1, 1), ("relu",),
+            ("conv", 2 * m, 2 * m, 1, 1)]
+
+
+CONTEXT_TRANSFORMS = {"context": context_layers, "entropy_parameters": entropy_parameter_layers}
+
+
+def anchor_mask(height: int, width: int) -> np.ndarray:
+    """True at the anchors of a height x width latent grid: where row + column is even."""
+    rows, cols = np.indices((height, width))
+    return (rows + cols) % 2 == 0
+
+
 def quality_weights(quality: float) -> tuple[int, float]:
     """The two gain levels a quality lies between: (lower level index, weight of the upper)."""
     low = int(min(max(math.floor(quality), MIN_QUALITY), MAX_QUALITY - 1)) - 1

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of the schedule (--steps, or --minutes when given) after "
                           "which the learning rate decays to 1/20")
     sub.add_argument("--widths", default="96,160,96", help="N,M,H channel widths")
+    sub.add_argument("--context", action="store_true",
+                     help="add a checkerboard context model (a run started with --init from a "
+                          "state without one starts coding exactly as that state did)")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
@@ -229,7 +232,7 @@ def run(args) -> int:
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
-                          average=args.average)
+                          average=args.average, context=args.context)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":

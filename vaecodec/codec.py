@@ -7,10 +7,14 @@ integer residual round(y - mean) under the Gaussian table of its scale index.
 Decoding repeats the integer hyper-synthesis on the decoded z, so it recovers exactly the same
 means and indices, adds the means back, and runs g_s. Only the last step is floating point, and
 it cannot disturb the symbols.
+With a checkerboard context model, y is coded in two passes: the anchors as above, then the
+others under means and scale indices that the integer context network corrects from the decoded
+anchors (see `architecture.py`).
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass, replace
 
@@ -18,7 +22,8 @@ import numpy as np
 
 from . import entropy_coding, format as vae_format, imageio
 from .errors import FormatError, InputError, ModelMismatchError
-from .integer_net import ACTIVATION_BITS
+from .architecture import anchor_mask
+from .integer_net import ACTIVATION_BITS, scale_indices
 from .weights import DEFAULT_MODEL, ModelBundle, load_model
 
 PAD = 64                   # y is 1/16 and z 1/64 of the image size
@@ -163,11 +168,72 @@ def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> 
     y = y * gain.astype(y.dtype)[:, None, None]
     z = transforms("h_a", y)
     z = np.clip(np.round(z), entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX).astype(np.int64)
-    means, scale_index = bundle.hyper(z[None])
-    residual = np.round(y.astype(np.float64)[None] - means / MEAN_UNIT)
-    residual = np.clip(residual, entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX)
-    return Coded(z=z[None], residual=residual.astype(np.int64), means=means,
-                 scale_index=scale_index)
+    means, scale_fixed = bundle.hyper.fixed_point(z[None])
+    residual = rounded_residual(y.astype(np.float64)[None], means)
+    if bundle.context is None:
+        return Coded(z=z[None], residual=residual, means=means,
+                     scale_index=scale_indices(scale_fixed))
+    # The anchors' residuals are final; the others are rounded again around corrected means.
+    means, scale_index = context_parameters(bundle, residual, means, scale_fixed)
+    others = ~anchor_mask(*residual.shape[-2:])
+    residual[0][:, others] = rounded_residual(y.astype(np.float64)[:, others],
+                                              means[0][:, others])
+    return Coded(z=z[None], residual=residual, means=means, scale_index=scale_index)
+
+
+def rounded_residual(y: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """round(y - mean), within the coder's range, as int64; `means` in units of 1/MEAN_UNIT."""
+    residual = np.round(y - means / MEAN_UNIT)
+    return np.clip(residual, entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX).astype(np.int64)
+
+
+def context_parameters(bundle: ModelBundle, residual: np.ndarray, means: np.ndarray,
+                       scale_fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means and scale indices of every latent under a checkerboard context model: the
+    hyperprior's at the anchors, corrected from the anchors' decoded values at the others.
+    Only the anchors of `residual` are read."""
+    others = ~anchor_mask(*residual.shape[-2:])
+    y_hat = residual * int(MEAN_UNIT) + means
+    corrected_means, corrected_scales = bundle.context(y_hat, means, scale_fixed, others)
+    means, scale_fixed = means.copy(), scale_fixed.copy()
+    means[0][:, others] = corrected_means
+    scale_fixed[0][:, others] = corrected_scales
+    return means, scale_indices(scale_fixed)
+
+
+def encode_y(bundle: ModelBundle, coded: Coded) -> bytes:
+    """The y section. With a context model: the length of the anchors' stream (4 bytes, little
+    endian), that stream, then the others' stream, which a decoder reads only once it has the
+    anchors."""
+    tables = bundle.y_tables
+    if bundle.context is None:
+        return entropy_coding.encode(coded.residual, coded.scale_index, tables)
+    anchors = anchor_mask(*coded.residual.shape[-2:])
+    first, second = (entropy_coding.encode(coded.residual[0][:, part],
+                                           coded.scale_index[0][:, part], tables)
+                     for part in (anchors, ~anchors))
+    return struct.pack("<I", len(first)) + first + second
+
+
+def decode_y(bundle: ModelBundle, data: bytes, z: np.ndarray, y_shape: tuple) -> Coded:
+    """Inverse of `encode_y`, given the decoded z."""
+    tables = bundle.y_tables
+    means, scale_fixed = bundle.hyper.fixed_point(z)
+    scale_index = scale_indices(scale_fixed)
+    if bundle.context is None:
+        residual = entropy_coding.decode(data, scale_index, tables).reshape(y_shape)
+        return Coded(z=z, residual=residual, means=means, scale_index=scale_index)
+    if len(data) < 4 or struct.unpack_from("<I", data)[0] > len(data) - 4:
+        raise FormatError("corrupt .vae file (y section layout)")
+    split = 4 + struct.unpack_from("<I", data)[0]
+    anchors = anchor_mask(*y_shape[-2:])
+    residual = np.zeros(y_shape, np.int64)
+    residual[0][:, anchors] = entropy_coding.decode(
+        data[4:split], scale_index[0][:, anchors], tables).reshape(y_shape[1], -1)
+    means, scale_index = context_parameters(bundle, residual, means, scale_fixed)
+    residual[0][:, ~anchors] = entropy_coding.decode(
+        data[split:], scale_index[0][:, ~anchors], tables).reshape(y_shape[1], -1)
+    return Coded(z=z, residual=residual, means=means, scale_index=scale_index)
 
 
 def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
@@ -189,10 +255,14 @@ def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, qu
     residual = refine_residual(bundle, padded_image(rgb, np.float32), height, width,
                                y * gain.astype(y.dtype)[:, None, None], coded.means,
                                coded.scale_index, quality, EFFORT_STEPS[effort], device)
+    if bundle.context is not None:
+        # The others' means and scales were computed from the anchors: those must stay.
+        anchors = anchor_mask(*residual.shape[-2:])
+        residual[0][:, anchors] = coded.residual[0][:, anchors]
     candidate = replace(coded, residual=residual)
 
     def size_and_psnr(c: Coded) -> tuple[int, float]:
-        size = len(entropy_coding.encode(c.residual, c.scale_index, bundle.y_tables))
+        size = len(encode_y(bundle, c))
         return size, psnr(rgb, synthesize(bundle, c, quality, height, width, transforms, tile))
 
     plain_size, plain_psnr = size_and_psnr(coded)
@@ -259,7 +329,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
             coded = refine(bundle, coded, y, source.rgb, q, level, transforms, tile)
         sections = {
             "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
-            "y": entropy_coding.encode(coded.residual, coded.scale_index, bundle.y_tables),
+            "y": encode_y(bundle, coded),
             **extras,
         }
         header = vae_format.Header(bundle.model_id, bundle.weights_hash, q, width, height,
@@ -293,10 +363,7 @@ def read(data: bytes, max_pixels: int = vae_format.DEFAULT_MAX_PIXELS):
             f"(hash {header.weights_hash.hex()}, this vaecodec has {bundle.weights_hash.hex()})")
     z_shape, y_shape = latent_shapes(bundle, header.height, header.width)
     z = entropy_coding.decode(sections["z"], z_table_index(z_shape), bundle.z_tables)
-    z = z.reshape(z_shape)
-    means, scale_index = bundle.hyper(z)
-    residual = entropy_coding.decode(sections["y"], scale_index, bundle.y_tables)
-    coded = Coded(z=z, residual=residual.reshape(y_shape), means=means, scale_index=scale_index)
+    coded = decode_y(bundle, sections["y"], z.reshape(z_shape), y_shape)
     return header, bundle, coded, sections
 
 

@@ -1,4 +1,5 @@
-"""The hyper-synthesis evaluated exactly, in integer arithmetic (after Ballé et al. 2019,
+"""The entropy-parameter networks (the hyper-synthesis and the checkerboard context model)
+evaluated exactly, in integer arithmetic (after Ballé et al. 2019,
 "Integer networks for data compression with latent-variable models").
 
 The entropy parameters (means and scale indices of y) must come out bit-identical on the encoder
@@ -25,28 +26,30 @@ ACTIVATION_LIMIT = float(1 << 22)   # with |weights| < 2^16 and <= 4096 inputs p
                                     # every partial sum stays below 2^51
 HALO = 4                            # z rows of context a tile needs, > receptive field radius
 TILE_ROWS = 16
+CONTEXT_HALO = 2                    # y rows the 5 x 5 context convolution reads on each side
+CONTEXT_TILE_ROWS = 64
 
 
-class IntegerHyperSynthesis:
-    """Integer version of the hyper-synthesis: z (integers) -> (means in units of
-    2^-ACTIVATION_BITS, scale indices)."""
+class IntegerNetwork:
+    """Convolutions (and ReLUs) evaluated exactly on fixed-point integers."""
 
     def __init__(self, layers: list[dict]):
-        """`layers`: dicts with 'kind' ('conv' or 'deconv'), 'weight', 'bias' (float arrays,
-        already holding the folded scale-index transform), 'stride' and 'relu'."""
+        """`layers`: dicts with 'kind' ('conv' or 'deconv'), 'weight', 'bias' (float arrays),
+        'stride' and 'relu'."""
         self.layers = []
         for layer in layers:
             weight = np.round(np.asarray(layer["weight"], np.float64) * (1 << WEIGHT_BITS))
             bias = np.round(np.asarray(layer["bias"], np.float64)
                             * (1 << (WEIGHT_BITS + ACTIVATION_BITS)))
             if np.abs(weight).max() >= 1 << 16 or np.abs(bias).max() >= 1 << 48:
-                raise ValueError("hyper-synthesis weights too large for exact integer evaluation")
+                raise ValueError("integer network weights too large for exact evaluation")
             self.layers.append({"kind": layer["kind"], "stride": layer["stride"],
                                 "relu": layer["relu"], "weight": weight, "bias": bias})
-        self.latent_channels = self.layers[-1]["weight"].shape[0] // 2
 
-    def _run(self, z: np.ndarray) -> np.ndarray:
-        x = z.astype(np.float64) * (1 << ACTIVATION_BITS)
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """x: (C, h, w) integers in units of 2^-ACTIVATION_BITS (any int or float dtype).
+        Returns the output in the same units, as float64 holding integers."""
+        x = np.asarray(x, np.float64)
         for layer in self.layers:
             op = conv_transpose2d if layer["kind"] == "deconv" else conv2d
             x = np.floor(op(x, layer["weight"], layer["bias"], layer["stride"]) / (1 << WEIGHT_BITS))
@@ -55,22 +58,76 @@ class IntegerHyperSynthesis:
             x = np.clip(x, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
         return x
 
-    def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """z: int array (1, C, h, w). Returns means (int64, units of 2^-ACTIVATION_BITS) and
-        scale indices (int64 in 0..SCALE_LEVELS-1), each of shape (1, M, 4h, 4w)."""
+
+def scale_indices(scale_fixed: np.ndarray) -> np.ndarray:
+    """Scale-table indices (int64 in 0..SCALE_LEVELS-1) from fixed-point scale indices."""
+    half = 1 << (ACTIVATION_BITS - 1)
+    return np.clip((scale_fixed.astype(np.int64) + half) >> ACTIVATION_BITS, 0, SCALE_LEVELS - 1)
+
+
+class IntegerHyperSynthesis(IntegerNetwork):
+    """Integer version of the hyper-synthesis: z (integers) -> (means in units of
+    2^-ACTIVATION_BITS, scale indices)."""
+
+    def __init__(self, layers: list[dict]):
+        """`layers` as for `IntegerNetwork`, the last already holding the folded scale-index
+        transform (see `fold_scale_index`)."""
+        super().__init__(layers)
+        self.latent_channels = self.layers[-1]["weight"].shape[0] // 2
+
+    def fixed_point(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z: int array (1, C, h, w). Returns means and scale indices, both int64 in units of
+        2^-ACTIVATION_BITS (the scale indices before rounding), each (1, M, 4h, 4w)."""
         z = np.asarray(z, np.int64)[0]
         height = z.shape[1]
         bands = []
         for top in range(0, height, TILE_ROWS):
             bottom = min(height, top + TILE_ROWS)
             lo, hi = max(0, top - HALO), min(height, bottom + HALO)
-            out = self._run(z[:, lo:hi])
+            out = self.run(z[:, lo:hi] * (1 << ACTIVATION_BITS))
             bands.append(out[:, 4 * (top - lo):4 * (bottom - lo)])
         out = np.concatenate(bands, axis=1).astype(np.int64)[None]
         m = self.latent_channels
-        half = 1 << (ACTIVATION_BITS - 1)
-        indices = np.clip((out[:, m:] + half) >> ACTIVATION_BITS, 0, SCALE_LEVELS - 1)
-        return np.ascontiguousarray(out[:, :m]), indices
+        return np.ascontiguousarray(out[:, :m]), np.ascontiguousarray(out[:, m:])
+
+    def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z: int array (1, C, h, w). Returns means (int64, units of 2^-ACTIVATION_BITS) and
+        scale indices (int64 in 0..SCALE_LEVELS-1), each of shape (1, M, 4h, 4w)."""
+        means, scale_fixed = self.fixed_point(z)
+        return means, scale_indices(scale_fixed)
+
+
+class IntegerCheckerboardContext:
+    """Integer version of `networks.CheckerboardContext`: the corrected means and fixed-point
+    scale indices of the non-anchor latents, from the decoded anchors."""
+
+    def __init__(self, context: list[dict], entropy_parameters: list[dict]):
+        self.context = IntegerNetwork(context)
+        self.entropy_parameters = IntegerNetwork(entropy_parameters)
+
+    def __call__(self, y_hat: np.ndarray, means: np.ndarray, scale_fixed: np.ndarray,
+                 positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`y_hat`, `means`, `scale_fixed`: (1, M, h, w) int64 in units of 2^-ACTIVATION_BITS
+        (only the anchors of `y_hat` are read). `positions`: a boolean (h, w) mask of the
+        non-anchors. Returns their corrected means and scale indices, each (M, count), in the
+        order of `positions`, in the same units."""
+        height = y_hat.shape[2]
+        m = means.shape[1]
+        # Clipped like any activation, so that the partial sums stay exact whatever a file holds.
+        anchors = np.clip(np.where(positions, 0, y_hat[0]), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+        corrected_means, corrected_scales = [], []
+        for top in range(0, height, CONTEXT_TILE_ROWS):
+            bottom = min(height, top + CONTEXT_TILE_ROWS)
+            lo, hi = max(0, top - CONTEXT_HALO), min(height, bottom + CONTEXT_HALO)
+            features = self.context.run(anchors[:, lo:hi])[:, top - lo:bottom - lo]
+            rows = positions[top:bottom]
+            inputs = np.concatenate([features[:, rows], means[0, :, top:bottom][:, rows],
+                                     scale_fixed[0, :, top:bottom][:, rows]])
+            corrections = self.entropy_parameters.run(inputs[:, :, None])[:, :, 0]
+            corrected_means.append(means[0, :, top:bottom][:, rows] + corrections[:m])
+            corrected_scales.append(scale_fixed[0, :, top:bottom][:, rows] + corrections[m:])
+        return (np.concatenate(corrected_means, axis=1).astype(np.int64),
+                np.concatenate(corrected_scales, axis=1).astype(np.int64))
 
 
 def fold_scale_index(weight: np.ndarray, bias: np.ndarray, latent_channels: int):

@@ -14,13 +14,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from .architecture import (
-    LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN,
-    TRANSFORMS, ModelConfig, initial_log_gains,
+    CONTEXT_TRANSFORMS, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, QUALITY_LAMBDAS, SCALE_LEVELS,
+    SCALE_MAX, SCALE_MIN, TRANSFORMS, ModelConfig, anchor_mask, initial_log_gains,
 )
 
-__all__ = ["GDN", "HyperpriorVAE", "ModelConfig", "build", "lambda_for_quality",
-           "split_entropy_parameters", "gaussian_likelihood", "LOG_SCALE_STEP", "SCALE_LEVELS",
-           "SCALE_MAX", "SCALE_MIN", "MIN_QUALITY", "MAX_QUALITY", "QUALITY_LAMBDAS"]
+__all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build",
+           "lambda_for_quality", "split_entropy_parameters", "gaussian_likelihood",
+           "LOG_SCALE_STEP", "SCALE_LEVELS", "SCALE_MAX", "SCALE_MIN", "MIN_QUALITY",
+           "MAX_QUALITY", "QUALITY_LAMBDAS"]
 
 
 def lambda_for_quality(quality: torch.Tensor | float) -> torch.Tensor:
@@ -106,6 +107,40 @@ class HyperpriorVAE(nn.Module):
         for module in self.modules():
             if isinstance(module, GDN):
                 module.clamp_parameters()
+
+
+class CheckerboardContext(nn.Module):
+    """The checkerboard context model (see `architecture.py`): corrections to the hyperprior's
+    means and scale indices of the non-anchor latents, from the decoded anchors around them.
+
+    The last layer starts at zero, so an untrained context model codes exactly as the
+    hyperprior alone, and training can only start from there."""
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        for name, layers in CONTEXT_TRANSFORMS.items():
+            setattr(self, name, build(layers(cfg)))
+        nn.init.zeros_(self.entropy_parameters[-1].weight)
+        nn.init.zeros_(self.entropy_parameters[-1].bias)
+
+    def forward(self, y_hat: torch.Tensor, means: torch.Tensor,
+                scale_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`y_hat`: decoded latents, of which only the anchors are read; `means` and the
+        continuous `scale_index` (log-scale steps above SCALE_MIN): the hyperprior's. Returns
+        means and scale indices that are corrected at the non-anchors and the hyperprior's at
+        the anchors."""
+        anchors = torch.from_numpy(anchor_mask(*y_hat.shape[-2:])).to(y_hat.device)
+        others = ~anchors
+        features = self.context(y_hat * anchors)
+        # One position at a time: only the non-anchors need to go through the network.
+        inputs = torch.cat([features, means, scale_index], dim=1)[:, :, others]
+        corrections = self.entropy_parameters(inputs[..., None])[..., 0]
+        mean_corrections, scale_corrections = corrections.chunk(2, dim=1)
+        means, scale_index = means.clone(), scale_index.clone()
+        means[:, :, others] = means[:, :, others] + mean_corrections
+        scale_index[:, :, others] = scale_index[:, :, others] + scale_corrections
+        return means, scale_index
 
 
 def split_entropy_parameters(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

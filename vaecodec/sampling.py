@@ -2,8 +2,9 @@
 
 Sampling follows the generative model exactly as the codec defines it: z from the factorized
 integer tables, then y's integer residuals from the Gaussian tables whose means and scales the
-integer hyper-synthesis predicts from z, then the synthesis transform. A compression model's
-prior describes local statistics, so samples look like textures, not objects.
+integer hyper-synthesis predicts from z (under a context model, the anchors first, then the
+others given them), then the synthesis transform. A compression model's prior describes local
+statistics, so samples look like textures, not objects.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import numpy as np
 from PIL import Image
 
 from . import codec, imageio
+from .architecture import anchor_mask
 from .codec import Coded
 from .entropy_coding import TableSet
 from .errors import InputError
 from .format import DEFAULT_MAX_PIXELS
+from .integer_net import scale_indices
 from .weights import DEFAULT_MODEL, load_model
 
 
@@ -46,8 +49,13 @@ def sample(count: int = 8, size: tuple[int, int] = (256, 256), quality: float = 
     images = []
     for _ in range(count):
         z = sample_tables(rng, codec.z_table_index(z_shape), bundle.z_tables)
-        means, scale_index = bundle.hyper(z)
+        means, scale_fixed = bundle.hyper.fixed_point(z)
+        scale_index = scale_indices(scale_fixed)
         residual = sample_tables(rng, scale_index, bundle.y_tables)
+        if bundle.context is not None:   # the others are drawn again, given the anchors
+            means, scale_index = codec.context_parameters(bundle, residual, means, scale_fixed)
+            others = ~anchor_mask(*residual.shape[-2:])
+            residual[0][:, others] = sample_tables(rng, scale_index[0][:, others], bundle.y_tables)
         coded = Coded(z=z, residual=residual, means=means, scale_index=scale_index)
         rgb = codec.synthesize(bundle, coded, quality, height, width, transforms)
         images.append(Image.fromarray(rgb))

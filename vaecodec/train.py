@@ -31,8 +31,8 @@ from PIL import Image
 from torch import nn
 
 from .networks import (
-    GDN, MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, HyperpriorVAE, ModelConfig,
-    gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
+    GDN, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, CheckerboardContext,
+    HyperpriorVAE, ModelConfig, gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -62,6 +62,7 @@ class TrainConfig:
     N: int = 96
     M: int = 160
     H: int = 96
+    context: bool = False         # add a checkerboard context model (see networks.py)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
     init: str = ""                # a compact training state to start from (see save_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
@@ -128,14 +129,16 @@ def scales_from_log(log_scales: torch.Tensor) -> torch.Tensor:
 
 
 class TrainingModel(nn.Module):
-    """The VAE plus CompressAI's factorized prior for z: the training-time objective."""
+    """The VAE plus CompressAI's factorized prior for z, and optionally a checkerboard context
+    model: the training-time objective."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, context: bool = False):
         super().__init__()
         from compressai.entropy_models import EntropyBottleneck
 
         self.vae = HyperpriorVAE(cfg)
         self.z_prior = EntropyBottleneck(cfg.H)
+        self.context = CheckerboardContext(cfg) if context else None
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
         vae = self.vae
@@ -144,12 +147,22 @@ class TrainingModel(nn.Module):
         z = vae.h_a(y)
         z_tilde, z_likelihood = self.z_prior(z)
         means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
+
+        def rounded(means: torch.Tensor) -> torch.Tensor:
+            """What the decoder receives: the residual rounded, with a straight-through
+            gradient when training."""
+            if not self.training:
+                return torch.round(y - means) + means
+            return means + (y - means + (torch.round(y - means) - (y - means)).detach())
+
+        if self.context is not None:
+            # The context model sees the anchors as decoded, in the codec's scale-index units.
+            scale_index = (log_scales - math.log(SCALE_MIN)) / LOG_SCALE_STEP
+            means, scale_index = self.context(rounded(means), means, scale_index)
+            log_scales = math.log(SCALE_MIN) + LOG_SCALE_STEP * scale_index
         scales = scales_from_log(log_scales)
-        if self.training:
-            y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-            y_hat = means + (y - means + (torch.round(y - means) - (y - means)).detach())
-        else:
-            y_tilde = y_hat = torch.round(y - means) + means
+        y_hat = rounded(means)
+        y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else y_hat
         y_likelihood = gaussian_likelihood(y_tilde, means, scales)
         x_hat = vae.g_s(y_hat * inverse_gain)
         pixels = x.shape[2] * x.shape[3]
@@ -276,6 +289,8 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
     """
     cfg = model.vae.cfg
     old_n, old_m = state["vae.g_a.0.weight"].shape[0], state["vae.log_gain"].shape[1]
+    if any(name.startswith("context.") for name in state):
+        raise ValueError("a state with a context model cannot be widened")
     if old_n > cfg.N or old_m > cfg.M or state["z_prior.quantiles"].shape[0] != cfg.H:
         raise ValueError(f"a state of widths N={old_n}, M={old_m} cannot be widened to "
                          f"N={cfg.N}, M={cfg.M}, H={cfg.H} (only N and M grow)")
@@ -339,6 +354,10 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
     if any(current[name].shape != tensor.shape for name, tensor in state.items()
            if name.startswith("vae.")):
         state = widen_state(state, model)
+    for name, tensor in current.items():
+        # A state without a context model starts one afresh, which codes as the state did.
+        if name.startswith("context.") and name not in state:
+            state[name] = tensor
     for name, tensor in state.items():   # the bottleneck's coding buffers change size
         if name in current and current[name].shape != tensor.shape:
             current[name].resize_(tensor.shape)
@@ -385,7 +404,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         torch.backends.cudnn.benchmark = True    # the crops' shape never changes
     torch.manual_seed(cfg.seed + rank)
 
-    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H)).to(device)
+    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H), cfg.context).to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)

@@ -1,8 +1,9 @@
 """Shipped weights: export from a training checkpoint, and loading without pickle.
 
 A weights file is a NumPy `.npz` read with `allow_pickle=False` (no code can run at load). It
-holds the float networks in float16, the hyper-synthesis already folded for integer evaluation,
-the integer entropy tables for z and y, and a JSON metadata record. NumPy's format is used
+holds the float networks in float16, the hyper-synthesis already folded for integer evaluation
+(and the context model's networks, for a model with one), the integer entropy tables for z and
+y, and a JSON metadata record. NumPy's format is used
 rather than safetensors because NumPy is already a dependency and gives the same guarantee.
 
 A file's identity is its model id plus the first 8 bytes of the SHA-256 of the weights file;
@@ -23,7 +24,7 @@ import numpy as np
 from .architecture import ModelConfig
 from .entropy_coding import TableSet
 from .errors import ModelMismatchError
-from .integer_net import IntegerHyperSynthesis
+from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "msh96"
@@ -46,6 +47,7 @@ class ModelBundle:
     hyper: IntegerHyperSynthesis
     z_tables: TableSet
     y_tables: TableSet
+    context: IntegerCheckerboardContext | None = None   # None: the hyperprior alone
     _cache: dict = field(default_factory=dict, repr=False)
 
     def params_as(self, dtype) -> dict:
@@ -97,13 +99,25 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
     meta = json.loads(arrays.pop("meta").tobytes().decode())
     params = {name[len("vae."):]: array.astype(np.float32)
               for name, array in arrays.items() if name.startswith("vae.")}
-    layers = [{**layer, "weight": arrays[f"hyper.{i}.weight"], "bias": arrays[f"hyper.{i}.bias"]}
-              for i, layer in enumerate(meta["hyper_layers"])]
+    layers = integer_layers(arrays, "hyper", meta["hyper_layers"])
+    context = None
+    if "context_layers" in meta:
+        context = IntegerCheckerboardContext(
+            integer_layers(arrays, "context", meta["context_layers"]),
+            integer_layers(arrays, "entropy_parameters", meta["entropy_parameter_layers"]))
     return ModelBundle(
         model_id=model_id, weights_hash=hashlib.sha256(raw).digest()[:8], meta=meta,
         config=ModelConfig(**meta["config"]), params=params, hyper=IntegerHyperSynthesis(layers),
         z_tables=TableSet.from_arrays(arrays, "z"), y_tables=TableSet.from_arrays(arrays, "y"),
+        context=context,
     )
+
+
+def integer_layers(arrays: dict, prefix: str, layers: list[dict]) -> list[dict]:
+    """The layer records of an integer network (see `integer_net.IntegerNetwork`) with their
+    stored weights `{prefix}.{i}.weight` and `.bias`."""
+    return [{**layer, "weight": arrays[f"{prefix}.{i}.weight"],
+             "bias": arrays[f"{prefix}.{i}.bias"]} for i, layer in enumerate(layers)]
 
 
 def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -> Path:
@@ -119,7 +133,7 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]
     cfg = ModelConfig(config["N"], config["M"], config["H"])
-    model = TrainingModel(cfg)
+    model = TrainingModel(cfg, context=config.get("context", False))
     model.load_state_dict(shipped_state(state))
     model.eval()
 
@@ -147,6 +161,16 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
     arrays.update(factorized_tables(model.z_prior).to_arrays("z"))
     meta = {"config": cfg.to_dict(), "hyper_layers": hyper_layers, "step": state["step"],
             "train_seconds": state["seconds"], "train_config": config, **(notes or {})}
+    if model.context is not None:
+        # Only convolutions, with a ReLU after all but the last; coded by the integer network.
+        for prefix, key in (("context", "context_layers"),
+                            ("entropy_parameters", "entropy_parameter_layers")):
+            convs = [m for m in getattr(model.context, prefix) if isinstance(m, nn.Conv2d)]
+            meta[key] = [{"kind": "conv", "stride": 1, "relu": i < len(convs) - 1}
+                         for i in range(len(convs))]
+            for i, module in enumerate(convs):
+                arrays[f"{prefix}.{i}.weight"] = module.weight.detach().numpy().astype(np.float16)
+                arrays[f"{prefix}.{i}.bias"] = module.bias.detach().numpy().astype(np.float32)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

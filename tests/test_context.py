@@ -1,0 +1,112 @@
+"""The checkerboard context model in the codec: a two-pass decode that recovers the encoder's
+symbols exactly, a context that corrects nothing codes as the hyperprior alone, and a damaged
+split of the latents section is a format error.
+
+The models here are made from the training state of the shipped model plus a context model
+(random small corrections, or none), exported into a temporary weights folder."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+pytest.importorskip("compressai")
+
+import torch  # noqa: E402
+
+import vaecodec  # noqa: E402
+from vaecodec import codec, format as vae_format, integer_net, weights  # noqa: E402
+from vaecodec.errors import FormatError  # noqa: E402
+
+from .conftest import MIN_PSNR, ROOT, psnr  # noqa: E402
+
+TRAINING_STATE = ROOT / "checkpoints" / "msh96-train.npz"
+
+
+def export_model(folder, name, context_scale):
+    """A model from the shipped training state, with a context model whose last layer has
+    weights of `context_scale` (0: no corrections), or with none (None)."""
+    from vaecodec.networks import ModelConfig
+    from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
+
+    torch.manual_seed(0)
+    with_context = context_scale is not None
+    model = TrainingModel(ModelConfig(), context=with_context)
+    load_compact_state(model, TRAINING_STATE)
+    if context_scale:
+        torch.nn.init.normal_(model.context.entropy_parameters[-1].weight, std=context_scale)
+    checkpoint = folder / f"{name}.pt"
+    torch.save({"model": model.state_dict(), "step": 0, "seconds": 0.0,
+                "config": asdict(TrainConfig(context=with_context))}, checkpoint)
+    weights.export(checkpoint, folder / f"{name}.npz")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Model ids: 'plain' (no context), 'zero' (a context that corrects nothing) and 'random'."""
+    folder = tmp_path_factory.mktemp("weights")
+    for name, scale in (("plain", None), ("zero", 0.0), ("random", 0.01)):
+        export_model(folder, name, scale)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(weights, "WEIGHTS_DIR", folder)
+    weights.load_model.cache_clear()
+    yield folder
+    patch.undo()
+    weights.load_model.cache_clear()
+
+
+def test_the_decoder_recovers_the_encoders_symbols_and_image(models, crop):
+    bundle = weights.load_model("random")
+    assert bundle.context is not None
+    transforms = codec.transforms_for(bundle, "cpu", "float32", None)
+    encoded = codec.encode_latents(bundle, crop, 4.0, transforms)
+    data = vaecodec.compress(crop, quality=4, model="random")
+    _, _, decoded, _ = codec.read(data)
+    for name in ("z", "residual", "means", "scale_index"):
+        assert np.array_equal(getattr(encoded, name), getattr(decoded, name)), name
+    expected = codec.synthesize(bundle, encoded, 4.0, *crop.shape[:2], transforms)
+    image = np.asarray(vaecodec.decompress(data))
+    assert np.array_equal(image, expected)
+    assert psnr(image, crop) > MIN_PSNR
+
+
+def test_a_context_that_corrects_nothing_codes_as_the_hyperprior_alone(models, crop):
+    plain = vaecodec.compress(crop, quality=6, model="plain")
+    zero = vaecodec.compress(crop, quality=6, model="zero")
+    _, _, a, _ = codec.read(plain)
+    _, _, b, _ = codec.read(zero)
+    for name in ("z", "residual", "means", "scale_index"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    # The same symbols in two streams instead of one: a few bytes of framing more.
+    assert 0 < len(zero) - len(plain) <= 12
+
+
+def test_the_integer_context_gives_the_same_parameters_in_any_tiling(models, crop, monkeypatch):
+    bundle = weights.load_model("random")
+    transforms = codec.transforms_for(bundle, "cpu", "float32", None)
+    whole = codec.encode_latents(bundle, crop, 6.0, transforms)
+    monkeypatch.setattr(integer_net, "CONTEXT_TILE_ROWS", 3)
+    tiled = codec.encode_latents(bundle, crop, 6.0, transforms)
+    for name in ("residual", "means", "scale_index"):
+        assert np.array_equal(getattr(whole, name), getattr(tiled, name)), name
+
+
+@pytest.mark.parametrize("split", ["beyond the end", "not whole words", "no room for it"])
+def test_a_wrong_split_of_the_latents_section_is_a_format_error(models, crop, split):
+    header, sections = vae_format.unpack(vaecodec.compress(crop, quality=3, model="random"))
+    if split == "no room for it":
+        sections["y"] = sections["y"][:3]
+    else:
+        first = len(sections["y"]) - 3 if split == "beyond the end" else 3
+        sections["y"] = first.to_bytes(4, "little") + sections["y"][4:]
+    with pytest.raises(FormatError):
+        vaecodec.decompress(vae_format.pack(header, sections))
+
+
+def test_sampling_from_a_context_model_is_repeatable(models):
+    from vaecodec.sampling import sample
+
+    first, again = sample(count=1, size=(64, 64), model="random"), sample(
+        count=1, size=(64, 64), model="random")
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert first[0].size == (64, 64)
