@@ -110,3 +110,27 @@ def test_sampling_from_a_context_model_is_repeatable(models):
         count=1, size=(64, 64), model="random")
     assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
     assert first[0].size == (64, 64)
+
+
+def test_mutated_files_of_a_context_model_decode_or_fail_cleanly(models, crop):
+    from .fuzz import fuzz_decoder as fuzz
+
+    files = [vaecodec.compress(crop[:64, :96], quality=q, model="random") for q in (2, 7)]
+    reached = 0
+    for n in range(200):
+        outcome, past_header, detail = fuzz.check(fuzz.make_input(seed=5, n=n, files=files))
+        assert outcome != "failure", (n, detail)
+        reached += past_header
+    assert reached > 50      # the mutations get past the header, to the two-pass decoder
+
+
+def test_encoder_effort_refines_the_others_and_keeps_the_anchors(models, crop):
+    plain = vaecodec.compress(crop, quality=5, model="random")
+    refined = vaecodec.compress(crop, quality=5, model="random", effort=1)
+    assert len(refined) < len(plain)
+    _, _, a, _ = codec.read(plain)
+    _, _, b, _ = codec.read(refined)
+    anchors = a.residual[0][:, ::2, ::2], b.residual[0][:, ::2, ::2]   # (even, even) anchors
+    assert np.array_equal(*anchors)
+    assert psnr(np.asarray(vaecodec.decompress(refined)), crop) >= psnr(
+        np.asarray(vaecodec.decompress(plain)), crop) - 1e-9

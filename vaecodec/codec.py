@@ -252,13 +252,11 @@ def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, qu
     height, width = rgb.shape[:2]
     gain, _ = bundle.gains(quality)
     device = str(getattr(transforms, "device", "cpu"))
+    # A context model's anchors stay: the others' means and scales were computed from them.
+    frozen = None if bundle.context is None else anchor_mask(*y.shape[-2:])
     residual = refine_residual(bundle, padded_image(rgb, np.float32), height, width,
                                y * gain.astype(y.dtype)[:, None, None], coded.means,
-                               coded.scale_index, quality, EFFORT_STEPS[effort], device)
-    if bundle.context is not None:
-        # The others' means and scales were computed from the anchors: those must stay.
-        anchors = anchor_mask(*residual.shape[-2:])
-        residual[0][:, anchors] = coded.residual[0][:, anchors]
+                               coded.scale_index, quality, EFFORT_STEPS[effort], device, frozen)
     candidate = replace(coded, residual=residual)
 
     def size_and_psnr(c: Coded) -> tuple[int, float]:

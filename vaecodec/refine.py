@@ -41,13 +41,15 @@ def check_effort(effort) -> int:
 
 def refine_residual(bundle, image: np.ndarray, height: int, width: int, y_gained: np.ndarray,
                     means: np.ndarray, scale_index: np.ndarray, quality: float, steps: int,
-                    device: str = "cpu") -> np.ndarray:
+                    device: str = "cpu", frozen: np.ndarray | None = None) -> np.ndarray:
     """Residuals (1, M, h, w) int64 that lower bits + lambda * 255^2 * MSE of the image.
 
     `image` is the padded input (3, 16h, 16w) in 0..1, of which the top-left `height` x `width`
     pixels are real (only they count); `y_gained` is the analysis output times the quality's
     gain (M, h, w); `means` (units of 1/MEAN_UNIT) and `scale_index` (1, M, h, w) come from the
-    integer hyper-synthesis. In each window only iterates that cost no more bits and no more
+    integer hyper-synthesis. `frozen`, a boolean (h, w) mask, marks latent positions whose
+    residuals must stay (the anchors of a context model, from which the others' means and
+    scales were computed). In each window only iterates that cost no more bits and no more
     distortion than the plain rounding are kept, so the result is never worse than it."""
     try:
         import torch
@@ -72,6 +74,9 @@ def refine_residual(bundle, image: np.ndarray, height: int, width: int, y_gained
     current = torch.round(continuous).clamp(VALUE_MIN, VALUE_MAX)
     target = tensor(image)
     latent_h, latent_w = current.shape[1:]
+    movable = torch.ones((1, latent_h, latent_w), device=device)
+    if frozen is not None:
+        movable[0, torch.from_numpy(np.asarray(frozen, bool)).to(device)] = 0
     for top in range(0, latent_h, WINDOW):
         for left in range(0, latent_w, WINDOW):
             inner = (slice(top, min(top + WINDOW, latent_h)), slice(left, min(left + WINDOW, latent_w)))
@@ -81,12 +86,12 @@ def refine_residual(bundle, image: np.ndarray, height: int, width: int, y_gained
                 symbol_bits, table_index=scale_index[0][:, inner[0], inner[1]],
                 tables=bundle.y_tables)
             _refine_window(torch, vae, lam, steps, current, continuous, mean, scale, inverse_gain,
-                           target, height, width, inner, window, table_bits)
+                           target, height, width, inner, window, table_bits, movable)
     return current.clamp(VALUE_MIN, VALUE_MAX).cpu().numpy().astype(np.int64)[None]
 
 
 def _refine_window(torch, vae, lam, steps, current, continuous, mean, scale, inverse_gain, target,
-                   height, width, inner, window, table_bits) -> None:
+                   height, width, inner, window, table_bits, movable) -> None:
     """Refine current[:, inner] in place, decoding `window` and scoring the pixels the inner
     latents reach. Gradients come from the Gaussian rate; which iterate is kept is decided on
     the exact bits of the coding tables (`table_bits` of the inner residuals)."""
@@ -97,6 +102,7 @@ def _refine_window(torch, vae, lam, steps, current, continuous, mean, scale, inv
     inner_rows, inner_cols = slice(it - wt, ib - wt), slice(il - wl, ir - wl)
     mask = torch.zeros_like(current[:, wt:wb, wl:wr])
     mask[:, inner_rows, inner_cols] = 1
+    mask *= movable[:, wt:wb, wl:wr]
     fixed = current[:, wt:wb, wl:wr]
     # Pixels scored: those the inner latents reach, clipped to the window and the real image.
     st, sb = max(wt, it - REACH) * 16, min(wb, ib + REACH) * 16
