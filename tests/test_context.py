@@ -1,6 +1,7 @@
 """The checkerboard context model in the codec: a two-pass decode that recovers the encoder's
-symbols exactly, a context that corrects nothing codes as the hyperprior alone, and a damaged
-split of the latents section is a format error.
+symbols exactly, a context that corrects nothing codes as the hyperprior alone, a damaged split
+of the latents section is a format error (and so is any mutated file, or it decodes), and
+encoder effort refines around the anchors.
 
 The models here are made from the training state of the shipped model plus a context model
 (random small corrections, or none), exported into a temporary weights folder."""
@@ -25,7 +26,8 @@ TRAINING_STATE = ROOT / "checkpoints" / "msh96-train.npz"
 
 def export_model(folder, name, context_scale):
     """A model from the shipped training state, with a context model whose last layer has
-    weights of `context_scale` (0: no corrections), or with none (None)."""
+    random weights of standard deviation `context_scale` (0: no corrections), or with none
+    (None)."""
     from vaecodec.networks import ModelConfig
     from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
 
