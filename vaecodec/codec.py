@@ -169,15 +169,15 @@ def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> 
     z = transforms("h_a", y)
     z = np.clip(np.round(z), entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX).astype(np.int64)
     means, scale_fixed = bundle.hyper.fixed_point(z[None])
-    residual = rounded_residual(y.astype(np.float64)[None], means)
+    y = y.astype(np.float64)
+    residual = rounded_residual(y[None], means)
     if bundle.context is None:
         return Coded(z=z[None], residual=residual, means=means,
                      scale_index=scale_indices(scale_fixed))
     # The anchors' residuals are final; the others are rounded again around corrected means.
     means, scale_index = context_parameters(bundle, residual, means, scale_fixed)
     others = ~anchor_mask(*residual.shape[-2:])
-    residual[0][:, others] = rounded_residual(y.astype(np.float64)[:, others],
-                                              means[0][:, others])
+    residual[0][:, others] = rounded_residual(y[:, others], means[0][:, others])
     return Coded(z=z[None], residual=residual, means=means, scale_index=scale_index)
 
 
@@ -223,9 +223,10 @@ def decode_y(bundle: ModelBundle, data: bytes, z: np.ndarray, y_shape: tuple) ->
     if bundle.context is None:
         residual = entropy_coding.decode(data, scale_index, tables).reshape(y_shape)
         return Coded(z=z, residual=residual, means=means, scale_index=scale_index)
-    if len(data) < 4 or struct.unpack_from("<I", data)[0] > len(data) - 4:
+    first = struct.unpack_from("<I", data)[0] if len(data) >= 4 else None
+    if first is None or first > len(data) - 4:
         raise FormatError("corrupt .vae file (y section layout)")
-    split = 4 + struct.unpack_from("<I", data)[0]
+    split = 4 + first
     anchors = anchor_mask(*y_shape[-2:])
     residual = np.zeros(y_shape, np.int64)
     residual[0][:, anchors] = entropy_coding.decode(

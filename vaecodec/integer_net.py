@@ -121,11 +121,12 @@ class IntegerCheckerboardContext:
             lo, hi = max(0, top - CONTEXT_HALO), min(height, bottom + CONTEXT_HALO)
             features = self.context.run(anchors[:, lo:hi])[:, top - lo:bottom - lo]
             rows = positions[top:bottom]
-            inputs = np.concatenate([features[:, rows], means[0, :, top:bottom][:, rows],
-                                     scale_fixed[0, :, top:bottom][:, rows]])
+            band_means = means[0, :, top:bottom][:, rows]
+            band_scales = scale_fixed[0, :, top:bottom][:, rows]
+            inputs = np.concatenate([features[:, rows], band_means, band_scales])
             corrections = self.entropy_parameters.run(inputs[:, :, None])[:, :, 0]
-            corrected_means.append(means[0, :, top:bottom][:, rows] + corrections[:m])
-            corrected_scales.append(scale_fixed[0, :, top:bottom][:, rows] + corrections[m:])
+            corrected_means.append(band_means + corrections[:m])
+            corrected_scales.append(band_scales + corrections[m:])
         return (np.concatenate(corrected_means, axis=1).astype(np.int64),
                 np.concatenate(corrected_scales, axis=1).astype(np.int64))
 
