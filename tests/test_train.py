@@ -101,6 +101,51 @@ def test_a_context_model_trains_resumes_and_codes_an_image(folder, tmp_path, mon
         weights.load_model.cache_clear()
 
 
+def test_bfloat16_training_computes_nearly_the_float32_loss(folder, tmp_path):
+    """--bf16 runs the inner transform layers in bfloat16: the same loss to within a few
+    percent, float32 weights, and a run that trains and checkpoints."""
+    from vaecodec.networks import ModelConfig
+    from vaecodec.train import CropSampler, TrainingModel, list_images
+
+    torch.manual_seed(0)
+    model = TrainingModel(ModelConfig(16, 16, 8)).train()
+    x = CropSampler(list_images(folder), 64, torch.Generator().manual_seed(0)).sample(4)
+    quality = torch.tensor([1.0, 3.0, 5.5, 8.0])
+    losses = {}
+    for bf16 in (False, True):
+        model.bf16 = bf16
+        torch.manual_seed(1)   # the same noise on y
+        out = model(x.contiguous(memory_format=torch.channels_last) if bf16 else x, quality)
+        assert out["x_hat"].dtype == out["bpp"].dtype == torch.float32
+        losses[bf16] = (out["bpp"] + 255**2 * 0.01 * out["mse"]).mean().item()
+    assert abs(losses[True] - losses[False]) < 0.03 * losses[False], losses
+
+    cfg = tiny(folder, tmp_path / "bf16", 3)
+    cfg.bf16 = True
+    state = torch.load(train(cfg, log=lambda *_: None), weights_only=True)
+    assert state["step"] == 3
+    assert all(t.dtype != torch.bfloat16 and torch.isfinite(t).all()
+               for t in state["model"].values() if t.is_floating_point())
+
+
+def test_the_training_speed_benchmark_measures_both_precisions(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    command = [sys.executable, str(script), "--device", "cpu", "--widths", "8,8,8", "--patch",
+               "64", "--batches", "2", "--seconds", "0.2", "--warmup", "1", "--threads", "1",
+               "--data", str(tmp_path / "none"), "--json", str(tmp_path / "speed.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert [r["precision"] for r in report["rows"]] == ["float32", "bfloat16"]
+    assert all(r["finite"] and r["steps"] >= 5 and r["mpixels_per_s"] > 0 for r in report["rows"])
+    assert "fastest:" in result.stdout
+
+
 def test_distributed_training_with_two_cpu_processes(folder, tmp_path):
     """torchrun with two gloo processes: DDP keeps the replicas identical, rank 0 checkpoints."""
     import os

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add a checkerboard context model (a run started with --init from a "
                           "state without one starts coding exactly as that state did)")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    sub.add_argument("--bf16", action="store_true",
+                     help="run the inner layers of the image transforms in bfloat16 "
+                          "(faster on GPUs with tensor cores; see benchmarks/train_speed.py)")
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -232,7 +235,7 @@ def run(args) -> int:
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
-                          average=args.average, context=args.context)
+                          average=args.average, context=args.context, bf16=args.bf16)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":

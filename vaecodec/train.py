@@ -63,6 +63,7 @@ class TrainConfig:
     M: int = 160
     H: int = 96
     context: bool = False         # add a checkerboard context model (see networks.py)
+    bf16: bool = False            # g_a and g_s in bfloat16, channels-last (GPU tensor cores)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
     init: str = ""                # a compact training state to start from (see save_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
@@ -132,18 +133,28 @@ class TrainingModel(nn.Module):
     """The VAE plus CompressAI's factorized prior for z, and optionally a checkerboard context
     model: the training-time objective."""
 
-    def __init__(self, cfg: ModelConfig, context: bool = False):
+    def __init__(self, cfg: ModelConfig, context: bool = False, bf16: bool = False):
         super().__init__()
         from compressai.entropy_models import EntropyBottleneck
 
         self.vae = HyperpriorVAE(cfg)
         self.z_prior = EntropyBottleneck(cfg.H)
         self.context = CheckerboardContext(cfg) if context else None
+        self.bf16 = bf16
+
+    def reduced_precision(self, x: torch.Tensor):
+        """bfloat16 autocast for the inner layers of g_a and g_s when training with `bf16`.
+        The layers that make y and read it back, the image's last layer, rounding, the entropy
+        parameters and the likelihoods stay in float32: a y near 50 in bfloat16 would be off
+        by a quarter of a quantization step. Validation, like the codec, is all float32."""
+        return torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16 and self.training)
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
         vae = self.vae
         gain, inverse_gain = vae.gains(quality)
-        y = vae.g_a(x) * gain
+        with self.reduced_precision(x):
+            features = vae.g_a[:-1](x)
+        y = vae.g_a[-1](features.float()) * gain
         z = vae.h_a(y)
         z_tilde, z_likelihood = self.z_prior(z)
         means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
@@ -164,7 +175,10 @@ class TrainingModel(nn.Module):
         y_hat = rounded(means)
         y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else y_hat
         y_likelihood = gaussian_likelihood(y_tilde, means, scales)
-        x_hat = vae.g_s(y_hat * inverse_gain)
+        features = vae.g_s[0](y_hat * inverse_gain)
+        with self.reduced_precision(x):
+            features = vae.g_s[1:-1](features)
+        x_hat = vae.g_s[-1](features.float())
         pixels = x.shape[2] * x.shape[3]
         bits = -(torch.log2(y_likelihood).sum((1, 2, 3)) + torch.log2(z_likelihood).sum((1, 2, 3)))
         mse = (x_hat - x).pow(2).mean((1, 2, 3))
@@ -378,6 +392,34 @@ def distributed_context(device: str) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def training_step(trainer: nn.Module, model: TrainingModel, optimizer, aux_optimizer,
+                  x: torch.Tensor, quality: torch.Tensor, clip: float,
+                  world: int = 1) -> tuple[torch.Tensor, dict]:
+    """One step of the rate-distortion loss (bpp + lambda * 255^2 * MSE per crop, averaged)
+    with gradient clipping, then one of the entropy bottleneck's auxiliary loss. `trainer` is
+    `model`, or its DistributedDataParallel wrapper in a run of `world` processes. Returns the
+    loss and the model's outputs, left on the device."""
+    import torch.distributed as dist
+
+    out = trainer(x, quality.to(x.device))
+    lam = lambda_for_quality(quality).to(x.device)
+    loss = (out["bpp"] + lam * 255**2 * out["mse"]).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], clip)
+    optimizer.step()
+    model.vae.clamp_parameters()
+    aux_optimizer.zero_grad(set_to_none=True)
+    model.z_prior.loss().backward()
+    if world > 1:
+        for group in aux_optimizer.param_groups:
+            for p in group["params"]:
+                dist.all_reduce(p.grad)
+                p.grad /= world
+    aux_optimizer.step()
+    return loss, out
+
+
 def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None,
           log=print) -> Path:
     """Run (or resume) training; returns the path of the last checkpoint.
@@ -404,7 +446,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         torch.backends.cudnn.benchmark = True    # the crops' shape never changes
     torch.manual_seed(cfg.seed + rank)
 
-    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H), cfg.context).to(device)
+    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H), cfg.context, cfg.bf16).to(device)
+    if cfg.bf16:    # the layout bfloat16 convolutions run fastest in on tensor cores
+        model = model.to(memory_format=torch.channels_last)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
@@ -495,22 +539,11 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = sampler.sample(cfg.batch)
+        if cfg.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
         quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
-        out_ = trainer(x, quality.to(device))
-        lam = lambda_for_quality(quality).to(device)
-        loss = (out_["bpp"] + lam * 255**2 * out_["mse"]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(main_params, cfg.clip)
-        optimizer.step()
-        model.vae.clamp_parameters()
-        aux_optimizer.zero_grad(set_to_none=True)
-        model.z_prior.loss().backward()
-        if world > 1:
-            for p in aux_params:
-                dist.all_reduce(p.grad)
-                p.grad /= world
-        aux_optimizer.step()
+        loss, out_ = training_step(trainer, model, optimizer, aux_optimizer, x, quality,
+                                   cfg.clip, world)
         if average is not None:
             average.update(model, step)
         step += 1
