@@ -93,6 +93,22 @@ def test_the_integer_context_gives_the_same_parameters_in_any_tiling(models, cro
         assert np.array_equal(getattr(whole, name), getattr(tiled, name)), name
 
 
+def test_the_sparse_context_convolution_equals_the_whole_one(models):
+    """Evaluated at the non-anchors from its 12 live taps, the context convolution gives what
+    the whole convolution gives there, at the borders and on odd sizes too."""
+    from vaecodec.architecture import anchor_mask
+
+    context = weights.load_model("random").context
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (2, 3), (7, 5), (12, 9)):
+        anchors = rng.integers(-40_000, 40_000, (context.weight.shape[0], height, width))
+        others = ~anchor_mask(height, width)
+        anchors[:, others] = 0
+        rows, cols = np.nonzero(others)
+        whole = context.context.run(anchors)[:, rows, cols]
+        assert np.array_equal(context.features(anchors, rows, cols), whole), (height, width)
+
+
 @pytest.mark.parametrize("split", ["beyond the end", "not whole words", "no room for it"])
 def test_a_wrong_split_of_the_latents_section_is_a_format_error(models, crop, split):
     header, sections = vae_format.unpack(vaecodec.compress(crop, quality=3, model="random"))

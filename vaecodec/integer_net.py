@@ -99,11 +99,33 @@ class IntegerHyperSynthesis(IntegerNetwork):
 
 class IntegerCheckerboardContext:
     """Integer version of `networks.CheckerboardContext`: the corrected means and fixed-point
-    scale indices of the non-anchor latents, from the decoded anchors."""
+    scale indices of the non-anchor latents, from the decoded anchors.
+
+    Its 5 x 5 convolution reads zeros at every non-anchor, so at a non-anchor (the only places
+    its output is used) just the 12 taps at an odd offset can be nonzero: it is evaluated
+    there alone, about a quarter of the whole convolution's work, with the same exact sums."""
 
     def __init__(self, context: list[dict], entropy_parameters: list[dict]):
         self.context = IntegerNetwork(context)
         self.entropy_parameters = IntegerNetwork(entropy_parameters)
+        layer = self.context.layers[0]
+        if len(self.context.layers) != 1 or layer["stride"] != 1 or layer["relu"]:
+            raise ValueError("the context network must be one convolution of stride 1")
+        k = layer["weight"].shape[-1]
+        self.radius = k // 2
+        self.taps = [(i, j) for i in range(k) for j in range(k) if (i + j) % 2]  # odd offsets
+        self.weight = np.concatenate([layer["weight"][:, :, i, j] for i, j in self.taps], axis=1)
+        self.bias = layer["bias"]
+
+    def features(self, anchors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The convolution's output at (rows, cols) of `anchors` (C, h, w), which is zero at
+        the non-anchors; equal to `self.context.run(anchors)[:, rows, cols]`."""
+        r = self.radius
+        padded = np.zeros((anchors.shape[0], anchors.shape[1] + 2 * r, anchors.shape[2] + 2 * r))
+        padded[:, r:-r, r:-r] = anchors
+        gathered = np.concatenate([padded[:, rows + i, cols + j] for i, j in self.taps])
+        out = np.floor((self.weight @ gathered + self.bias[:, None]) / (1 << WEIGHT_BITS))
+        return np.clip(out, -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
     def __call__(self, y_hat: np.ndarray, means: np.ndarray, scale_fixed: np.ndarray,
                  positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,11 +141,11 @@ class IntegerCheckerboardContext:
         for top in range(0, height, CONTEXT_TILE_ROWS):
             bottom = min(height, top + CONTEXT_TILE_ROWS)
             lo, hi = max(0, top - CONTEXT_HALO), min(height, bottom + CONTEXT_HALO)
-            features = self.context.run(anchors[:, lo:hi])[:, top - lo:bottom - lo]
-            rows = positions[top:bottom]
-            band_means = means[0, :, top:bottom][:, rows]
-            band_scales = scale_fixed[0, :, top:bottom][:, rows]
-            inputs = np.concatenate([features[:, rows], band_means, band_scales])
+            rows, cols = np.nonzero(positions[top:bottom])
+            features = self.features(anchors[:, lo:hi], rows + top - lo, cols)
+            band_means = means[0, :, top:bottom][:, rows, cols]
+            band_scales = scale_fixed[0, :, top:bottom][:, rows, cols]
+            inputs = np.concatenate([features, band_means, band_scales])
             corrections = self.entropy_parameters.run(inputs[:, :, None])[:, :, 0]
             corrected_means.append(band_means + corrections[:m])
             corrected_scales.append(band_scales + corrections[m:])
