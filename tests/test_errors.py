@@ -55,7 +55,7 @@ def test_wrong_magic(small_file):
 
 def test_newer_version(small_file):
     with pytest.raises(vaecodec.UnsupportedVersionError):
-        vaecodec.decompress(rewrite_header(small_file, version=2))
+        vaecodec.decompress(rewrite_header(small_file, version=vae_format.FORMAT_VERSION + 1))
 
 
 def test_unknown_model(small_file):

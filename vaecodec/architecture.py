@@ -107,6 +107,14 @@ def quality_weights(quality: float) -> tuple[int, float]:
     return low, min(max(quality - 1 - low, 0.0), 1.0)
 
 
+def quality_lambda(quality: float) -> float:
+    """The rate-distortion weight of a quality: log-linear between the levels' lambdas, as in
+    training."""
+    low, weight = quality_weights(quality)
+    logs = np.log(QUALITY_LAMBDAS)
+    return float(np.exp(logs[low] * (1 - weight) + logs[low + 1] * weight))
+
+
 def initial_log_gains() -> np.ndarray:
     """Per-quality log gains, (levels, 1): 0.5 log(lambda / geometric-mean lambda), where
     high-rate theory puts them (quantization step ~ 1/sqrt(lambda))."""

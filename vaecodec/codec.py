@@ -22,8 +22,10 @@ import numpy as np
 
 from . import entropy_coding, format as vae_format, imageio
 from .errors import FormatError, InputError, ModelMismatchError
-from .architecture import anchor_mask
+from .architecture import anchor_mask, quality_lambda
 from .integer_net import ACTIVATION_BITS, scale_indices
+from .postfilter import apply as apply_filter, decode as decode_filter, encode as encode_filter
+from .postfilter import fit as fit_filter, squared_error
 from .weights import DEFAULT_MODEL, ModelBundle, load_model
 
 PAD = 64                   # y is 1/16 and z 1/64 of the image size
@@ -244,10 +246,9 @@ def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transfo
 
 
 def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, quality: float,
-           effort: int, transforms, tile: int = TILE) -> Coded:
-    """The symbols of encoder effort `effort` (see `refine.py`): refined residuals when they
-    give a file no larger and a decoded image no worse in PSNR than `coded`, else `coded`."""
-    from .metrics import psnr
+           effort: int, transforms) -> Coded:
+    """The symbols of encoder effort `effort` (see `refine.py`): `coded` with refined
+    residuals. `compress` keeps them only if their file is no larger and no worse in PSNR."""
     from .refine import EFFORT_STEPS, refine_residual
 
     height, width = rgb.shape[:2]
@@ -258,15 +259,22 @@ def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, qu
     residual = refine_residual(bundle, padded_image(rgb, np.float32), height, width,
                                y * gain.astype(y.dtype)[:, None, None], coded.means,
                                coded.scale_index, quality, EFFORT_STEPS[effort], device, frozen)
-    candidate = replace(coded, residual=residual)
+    return replace(coded, residual=residual)
 
-    def size_and_psnr(c: Coded) -> tuple[int, float]:
-        size = len(encode_y(bundle, c))
-        return size, psnr(rgb, synthesize(bundle, c, quality, height, width, transforms, tile))
 
-    plain_size, plain_psnr = size_and_psnr(coded)
-    size, quality_db = size_and_psnr(candidate)
-    return candidate if size <= plain_size and quality_db >= plain_psnr else coded
+def filter_section(decoded: np.ndarray, original: np.ndarray, quality: float
+                   ) -> tuple[bytes, np.ndarray]:
+    """The post-filter section for `decoded` (see `postfilter.py`) and the image a decoder
+    then shows. The filter goes in only when it lowers the objective the model was trained
+    on, bits + lambda * 255^2 * MSE, counting its own bytes; otherwise (b"", decoded)."""
+    weights = fit_filter(decoded, original)
+    section = encode_filter(weights)
+    if len(section) > vae_format.MAX_FILTER_BYTES:
+        return b"", decoded
+    filtered = apply_filter(decoded, weights)
+    saved = quality_lambda(quality) * (squared_error(decoded, original)
+                                       - squared_error(filtered, original)) / 3
+    return (section, filtered) if saved > 8 * len(section) else (b"", decoded)
 
 
 def synthesize(bundle: ModelBundle, coded: Coded, quality: float, height: int, width: int,
@@ -295,7 +303,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
              model: str = DEFAULT_MODEL, tile: int = TILE, precision: str = "float32",
              max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None,
              target_size: int | str | None = None, target_bpp: float | None = None,
-             target_psnr: float | None = None, effort: int = 0) -> bytes:
+             target_psnr: float | None = None, effort: int = 0, postfilter: bool = True) -> bytes:
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
     `quality` runs from 1 (smallest) to 8 (best), fractional values included. Instead of a
@@ -305,8 +313,12 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
     `tile` (pixels), `precision` ("float32" or "float64") and `backend` ("numpy", the CPU
     default, or "torch") change only how the float networks run; any decoder decodes the
     result. `effort` 1..3 spends more encoding time (and needs PyTorch) for smaller files
-    that decode as fast (see `refine.py`). Raises a `VaecodecError` subclass on bad input."""
+    that decode as fast (see `refine.py`). `postfilter` (on by default) decodes the image
+    once more to fit the post-filter of `postfilter.py`, about 100 bytes that make the decoded
+    image closer to the original; False encodes faster. Raises a `VaecodecError` subclass on
+    bad input."""
     from . import rate_control
+    from .metrics import psnr
     from .refine import check_effort
 
     quality = check_quality(quality)
@@ -321,28 +333,44 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
     if source.icc_profile:
         extras["icc"] = zlib.compress(source.icc_profile, 9)
     height, width = source.rgb.shape[:2]
+    targets = rate_control.Targets.parse(target_size, target_bpp, target_psnr, width * height)
+    shown = {}      # quality -> the image a decoder shows, where it was computed
 
-    def encode(q: float, level: int = 0) -> tuple[bytes, Coded]:
-        coded = quantize(bundle, y, q, transforms)
-        if level:
-            coded = refine(bundle, coded, y, source.rgb, q, level, transforms, tile)
+    def finish(coded: Coded, q: float, need_image: bool) -> bytes:
         sections = {
             "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
             "y": encode_y(bundle, coded),
             **extras,
         }
+        if postfilter or need_image:
+            shown[q] = synthesize(bundle, coded, q, height, width, transforms, tile)
+        if postfilter:
+            sections["filter"], shown[q] = filter_section(shown[q], source.rgb, q)
         header = vae_format.Header(bundle.model_id, bundle.weights_hash, q, width, height,
                                    source.mode)
-        return vae_format.pack(header, sections), coded
+        return vae_format.pack(header, sections)
 
-    targets = rate_control.Targets.parse(target_size, target_bpp, target_psnr, width * height)
+    def encode(q: float, level: int = 0) -> tuple[bytes, Coded]:
+        coded = quantize(bundle, y, q, transforms)
+        data = finish(coded, q, need_image=level > 0)
+        if level:
+            plain_image = shown[q]
+            refined = refine(bundle, coded, y, source.rgb, q, level, transforms)
+            refined_data = finish(refined, q, need_image=True)
+            # Refinement never makes a file larger or its image worse.
+            if (len(refined_data) <= len(data)
+                    and psnr(source.rgb, shown[q]) >= psnr(source.rgb, plain_image)):
+                return refined_data, refined
+            shown[q] = plain_image
+        return data, coded
+
     if targets is None:
         return encode(quality, effort)[0]
 
     def psnr_of(coded: Coded, q: float) -> float:
-        from .metrics import psnr
-
-        return psnr(source.rgb, synthesize(bundle, coded, q, height, width, transforms, tile))
+        if q not in shown:
+            shown[q] = synthesize(bundle, coded, q, height, width, transforms, tile)
+        return psnr(source.rgb, shown[q])
 
     data = rate_control.search(encode, psnr_of, targets)
     if effort:
@@ -372,8 +400,11 @@ def decompress(data: bytes, device: str = "cpu", tile: int = TILE, precision: st
     ICC profile. Raises a `VaecodecError` subclass on a bad file."""
     tile = check_tile(tile)
     header, bundle, coded, sections = read(data, max_pixels)
+    filter_weights = decode_filter(sections["filter"]) if sections["filter"] else None
     transforms = transforms_for(bundle, device, precision, backend)
     rgb = synthesize(bundle, coded, header.quality, header.height, header.width, transforms, tile)
+    if filter_weights is not None:
+        rgb = apply_filter(rgb, filter_weights)
     alpha = None
     if header.mode in ("RGBA", "LA"):
         try:

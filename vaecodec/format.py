@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from .errors import FormatError, LimitError, UnsupportedVersionError
 
 MAGIC = b"VAEC"
-FORMAT_VERSION = 1
-# magic, version, mode, flags, reserved, model id, weights hash, quality x100,
-# width, height, four section lengths; the CRC-32 follows.
+FORMAT_VERSION = 2
+# magic, version, mode, flags, post-filter length (version 2; 0 in version 1), model id,
+# weights hash, quality x100, width, height, four section lengths; the CRC-32 follows.
 _HEADER = struct.Struct("<4sBBBB8s8sHII4I")
 HEADER_SIZE = _HEADER.size + 4
 MODES = ("RGB", "L", "RGBA", "LA")
-SECTIONS = ("z", "y", "alpha", "icc")
+SECTIONS = ("z", "y", "alpha", "icc", "filter")
+MAX_FILTER_BYTES = 255
 # Pixels a decoder accepts unless told otherwise: 2^28, a little over 16384 x 16384.
 DEFAULT_MAX_PIXELS = 1 << 28
 
@@ -49,10 +50,12 @@ def pack(header: Header, sections: dict[str, bytes]) -> bytes:
     if len(model) > 8 or len(header.weights_hash) != 8:
         raise ValueError("model id must be at most 8 ASCII bytes and the weights hash 8 bytes")
     payload = [sections.get(name, b"") for name in SECTIONS]
+    if len(payload[-1]) > MAX_FILTER_BYTES:
+        raise ValueError(f"a post-filter section holds at most {MAX_FILTER_BYTES} bytes")
     fixed = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, MODES.index(header.mode), 0, 0, model.ljust(8, b"\0"),
-        header.weights_hash, round(header.quality * 100), header.width, header.height,
-        *(len(p) for p in payload),
+        MAGIC, FORMAT_VERSION, MODES.index(header.mode), 0, len(payload[-1]),
+        model.ljust(8, b"\0"), header.weights_hash, round(header.quality * 100), header.width,
+        header.height, *(len(p) for p in payload[:-1]),
     )
     body = b"".join(payload)
     checksum = zlib.crc32(body, zlib.crc32(fixed))
@@ -71,12 +74,13 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Head
             f".vae format version {data[4]} is newer than this vaecodec reads ({FORMAT_VERSION})")
     if len(data) < HEADER_SIZE:
         raise FormatError("truncated .vae file (header incomplete)")
-    (_, version, mode, flags, reserved, model, weights_hash, quality, width, height,
+    (_, version, mode, flags, filter_length, model, weights_hash, quality, width, height,
      *lengths) = _HEADER.unpack_from(data)
     if version == 0:
         raise FormatError("corrupt .vae header (version 0)")
-    if mode >= len(MODES) or flags or reserved:
+    if mode >= len(MODES) or flags or (version == 1 and filter_length):
         raise FormatError("corrupt .vae header (unknown mode or flags)")
+    lengths.append(filter_length)
     if not 100 <= quality <= 800:
         raise FormatError(f"corrupt .vae header (quality {quality / 100} out of range)")
     if width == 0 or height == 0:

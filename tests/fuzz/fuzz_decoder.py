@@ -73,11 +73,16 @@ def refresh_corpus() -> None:
         "rgba-48x80": (Image.fromarray(np.dstack([photo[:80, :48], photo[:80, :48, 0]])), 6, None),
         "la-33x33": (Image.fromarray(photo[:33, :33]).convert("LA"), 2, None),
         "icc-70x70": (Image.fromarray(photo[100:170, 100:170]), 4.5, icc),
+        # Large and detailed enough that the post-filter pays for its bytes.
+        "filter-256x192": (Image.fromarray(photo[150:342, 250:506]), 8, None),
     }
     for name, (image, quality, profile) in cases.items():
         if profile:
             image.info["icc_profile"] = profile
-        (CORPUS / f"{name}.vae").write_bytes(vaecodec.compress(image, quality=quality))
+        data = vaecodec.compress(image, quality=quality)
+        if name.startswith("filter") and not vaecodec.info(data)["filter_bytes"]:
+            raise RuntimeError(f"seed {name} has no post-filter section")
+        (CORPUS / f"{name}.vae").write_bytes(data)
 
 
 def _srgb_png() -> bytes:
@@ -101,7 +106,7 @@ def section_span(data: bytes, rng: random.Random) -> tuple[int, int]:
     """A random section's byte range (the whole payload if the header is unreadable)."""
     if len(data) < HEADER_SIZE:
         return 0, len(data)
-    lengths = struct.unpack_from("<4I", data, 34)
+    lengths = section_lengths(data)
     start = HEADER_SIZE
     spans = []
     for length in lengths:
@@ -116,14 +121,20 @@ def resize_section(out: bytearray, position: int, delta: int) -> None:
     if negative) at `position`, so that the input still passes the header checks."""
     if len(out) < HEADER_SIZE or position < HEADER_SIZE:
         return
-    lengths = list(struct.unpack_from("<4I", out, 34))
+    lengths = section_lengths(out)
     start = HEADER_SIZE
     for i, length in enumerate(lengths):
-        if position <= start + length or i == 3:
-            lengths[i] = min(max(0, length + delta), 0xFFFFFFFF)
+        if position <= start + length or i == len(lengths) - 1:
+            lengths[i] = min(max(0, length + delta), 0xFFFFFFFF if i < 4 else 0xFF)
             break
         start += length
-    struct.pack_into("<4I", out, 34, *lengths)
+    struct.pack_into("<4I", out, 34, *lengths[:4])
+    out[7] = lengths[4]
+
+
+def section_lengths(data: bytes) -> list[int]:
+    """The header's section lengths: z, y, alpha and icc, then the post-filter's (byte 7)."""
+    return [*struct.unpack_from("<4I", data, 34), data[7]]
 
 
 def mutate(data: bytes, others: list[bytes], rng: random.Random) -> bytes:
