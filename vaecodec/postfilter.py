@@ -141,9 +141,14 @@ def apply(decoded: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def squared_error(a: np.ndarray, b: np.ndarray) -> float:
-    """Sum of squared differences of two images."""
-    return float(np.sum((a.astype(np.float64) - b) ** 2))
+def squared_error(a: np.ndarray, b: np.ndarray) -> int:
+    """Sum of squared differences of two (H, W, 3) uint8 images, band by band."""
+    step = max(1, BAND_PIXELS // a.shape[1])
+    total = 0
+    for top in range(0, a.shape[0], step):
+        difference = a[top:top + step].astype(np.int32) - b[top:top + step]
+        total += int(np.sum(difference * difference, dtype=np.int64))
+    return total
 
 
 def encode(weights: np.ndarray) -> bytes:
