@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder effort: 1-3 refine the latents for smaller files at the "
                      "same decoding speed (slower encoding; needs PyTorch)")
     sub.add_argument("--no-filter", dest="postfilter", action="store_false",
-                     help="leave out the post-filter: about a third faster encoding, files "
+                     help="leave out the post-filter: encoding in about half the time, files "
                      "a few percent larger for the same fidelity")
     batch_options(sub)
 
