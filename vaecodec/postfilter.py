@@ -5,8 +5,8 @@ the decoded pixels around them; a filter of 117 integer weights, about 100 bytes
 of them. The encoder sends it only when it lowers the rate-distortion cost of the file.
 
 Each channel's output is its decoded value plus a weighted sum of FEATURES features of the
-5 x 5 neighbourhood, each zero on a flat area of one colour, so that a flat area passes
-unchanged whatever the weights:
+5 x 5 neighbourhood. All but the constant are zero on a flat area of one colour, so there the
+filter can only add an offset, whatever the weights:
 - for each of the three channels and each of the 12 point-symmetric pairs of offsets (o, -o),
   x(p + o) + x(p - o) - 2 x(p) (a symmetric filter, as in VVC);
 - each other channel's value minus this channel's, at p;
@@ -32,6 +32,9 @@ MAX_WEIGHT = 1 << 12
 MAX_ORDER = 15                                      # Exp-Golomb orders a file may use
 BAND_PIXELS = 1 << 18                               # pixels per band: bounds memory
 FIT_ROW_STEP = 2                                    # the fit's statistics from every 2nd row
+# What `fit` solves on: the differences ordered (offset, channel), the three channel values and
+# the constant. Every channel's features are combinations of these rows (`feature_map`).
+BASIS = 3 * len(OFFSETS) + 3 + 1
 
 
 def per_channel_terms(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,11 +98,6 @@ def fit(decoded: np.ndarray, original: np.ndarray) -> np.ndarray:
         weights[c] = np.clip(np.round(solution * (1 << FRACTION_BITS)), 1 - MAX_WEIGHT,
                              MAX_WEIGHT - 1)
     return weights
-
-
-# What `fit` solves on: the differences ordered (offset, channel), the three channel values and
-# the constant. Every channel's features are combinations of these rows (`feature_map`).
-BASIS = 3 * len(OFFSETS) + 3 + 1
 
 
 def feature_map(channel: int) -> np.ndarray:
