@@ -26,26 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vaecodec.networks import MAX_QUALITY, MIN_QUALITY, ModelConfig  # noqa: E402
-from vaecodec.train import CropSampler, TrainingModel, list_images, training_step  # noqa: E402
+from vaecodec.train import CropSampler, build_training, list_images, training_step  # noqa: E402
 
 
 def measure(precision: str, batch: int, args, widths: ModelConfig, crops) -> dict:
     """Train a fresh model for `args.seconds` after `args.warmup` untimed steps."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    bf16 = precision == "bfloat16"
-    model = TrainingModel(widths, args.context, bf16).to(device)
-    if bf16:
-        model = model.to(memory_format=torch.channels_last)
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    optimizer, aux_optimizer = torch.optim.Adam(main, lr=1e-4), torch.optim.Adam(aux, lr=1e-3)
+    model, optimizer, aux_optimizer = build_training(
+        widths, args.context, precision == "bfloat16", device, 1e-4, 1e-3)
     generator = torch.Generator().manual_seed(0)
 
     def step():
         x = crops(batch).to(device)
-        if bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
         quality = MIN_QUALITY + torch.rand(batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
         return training_step(model, model, optimizer, aux_optimizer, x, quality, 1.0)[0]
 

@@ -39,16 +39,13 @@ BASIS = 3 * len(OFFSETS) + 3 + 1
 
 def per_channel_terms(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The weights regrouped by what they multiply: (differences (3 in, 12, 3 out),
-    channel values (3 in, 3 out), constants (3 out)), int32."""
-    pairs = len(OFFSETS)
-    differences = weights[:, :3 * pairs].reshape(3, 3, pairs).transpose(1, 2, 0)
-    values = np.zeros((3, 3), np.int64)
-    for out in range(3):
-        for n, other in enumerate(c for c in range(3) if c != out):
-            values[other, out] += weights[out, 3 * pairs + n]
-            values[out, out] -= weights[out, 3 * pairs + n]
-    return (differences.astype(np.int32), values.astype(np.int32),
-            weights[:, -1].astype(np.int32))
+    channel values (3 in, 3 out), constants (3 out)), int32. Exact: `feature_map` holds 0 and
+    +-1 only."""
+    per_basis = np.stack([feature_map(c) @ weights[c] for c in range(3)], axis=1)
+    per_basis = np.round(per_basis).astype(np.int32)        # (BASIS, 3 out)
+    count = 3 * len(OFFSETS)
+    differences = per_basis[:count].reshape(len(OFFSETS), 3, 3).transpose(1, 0, 2)
+    return differences, per_basis[count:count + 3], per_basis[BASIS - 1]
 
 
 def bands(image: np.ndarray):

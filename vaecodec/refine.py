@@ -21,6 +21,7 @@ import functools
 
 import numpy as np
 
+from .architecture import quality_lambda
 from .errors import InputError
 
 EFFORT_STEPS = (0, 8, 20, 40)      # gradient steps per window at effort 0, 1, 2, 3
@@ -59,14 +60,13 @@ def refine_residual(bundle, image: np.ndarray, height: int, width: int, y_gained
     from .codec import MEAN_UNIT
     from .entropy_coding import VALUE_MAX, VALUE_MIN, symbol_bits
     from .integer_net import scale_table
-    from .networks import lambda_for_quality
 
     def tensor(array):
         return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(device)
 
     vae = bundle.torch_model().to(device, torch.float32)
     # Error is summed over the three channels: bits + lambda * 255^2 * MSE per pixel.
-    lam = float(lambda_for_quality(quality)) * 255**2 / 3
+    lam = quality_lambda(quality) * 255**2 / 3
     mean = tensor(means[0] / MEAN_UNIT)
     scale = tensor(scale_table()[scale_index[0]])
     inverse_gain = tensor(bundle.gains(quality)[1])[:, None, None]

@@ -392,6 +392,18 @@ def distributed_context(device: str) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def build_training(widths: ModelConfig, context: bool, bf16: bool, device, lr: float,
+                   aux_lr: float) -> tuple[TrainingModel, torch.optim.Optimizer, torch.optim.Optimizer]:
+    """A fresh model on `device` and its optimizers: Adam on everything but the bottleneck's
+    quantiles, and Adam on those (they learn from the auxiliary loss alone)."""
+    model = TrainingModel(widths, context, bf16).to(device)
+    if bf16:    # the layout bfloat16 convolutions run fastest in on tensor cores
+        model = model.to(memory_format=torch.channels_last)
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    return model, torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+
+
 def training_step(trainer: nn.Module, model: TrainingModel, optimizer, aux_optimizer,
                   x: torch.Tensor, quality: torch.Tensor, clip: float,
                   world: int = 1) -> tuple[torch.Tensor, dict]:
@@ -401,6 +413,8 @@ def training_step(trainer: nn.Module, model: TrainingModel, optimizer, aux_optim
     loss and the model's outputs, left on the device."""
     import torch.distributed as dist
 
+    if model.bf16:
+        x = x.contiguous(memory_format=torch.channels_last)
     out = trainer(x, quality.to(x.device))
     lam = lambda_for_quality(quality).to(x.device)
     loss = (out["bpp"] + lam * 255**2 * out["mse"]).mean()
@@ -446,13 +460,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         torch.backends.cudnn.benchmark = True    # the crops' shape never changes
     torch.manual_seed(cfg.seed + rank)
 
-    model = TrainingModel(ModelConfig(cfg.N, cfg.M, cfg.H), cfg.context, cfg.bf16).to(device)
-    if cfg.bf16:    # the layout bfloat16 convolutions run fastest in on tensor cores
-        model = model.to(memory_format=torch.channels_last)
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    model, optimizer, aux_optimizer = build_training(
+        ModelConfig(cfg.N, cfg.M, cfg.H), cfg.context, cfg.bf16, device, cfg.lr, cfg.aux_lr)
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     step, spent = 0, 0.0
     warm_from = 0       # a fresh optimizer warms up again from this step
@@ -539,8 +548,6 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = sampler.sample(cfg.batch)
-        if cfg.bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
         quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
         loss, out_ = training_step(trainer, model, optimizer, aux_optimizer, x, quality,
                                    cfg.clip, world)
