@@ -26,7 +26,7 @@ from vaecodec.metrics import ms_ssim, psnr  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
+    parser.add_argument("--qualities", default="0,0.5,1,2,3,4,5,6,7,8")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--folder", default=str(ROOT / "data" / "kodak"))
     parser.add_argument("--json")

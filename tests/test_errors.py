@@ -58,6 +58,12 @@ def test_newer_version(small_file):
         vaecodec.decompress(rewrite_header(small_file, version=vae_format.FORMAT_VERSION + 1))
 
 
+def test_quality_out_of_its_versions_range(small_file):
+    for version, quality in [(2, 99), (2, 0), (3, 801), (1, 50)]:
+        with pytest.raises(vaecodec.FormatError, match="quality"):
+            vaecodec.decompress(rewrite_header(small_file, version=version, quality=quality))
+
+
 def test_unknown_model(small_file):
     with pytest.raises(vaecodec.ModelMismatchError, match="unknown model"):
         vaecodec.decompress(rewrite_header(small_file, model=b"nosuch\0\0"))
@@ -96,7 +102,7 @@ def test_bad_images_and_arguments(tmp_path):
                    tmp_path, 42, np.zeros((4, 4), np.float32)]:
         with pytest.raises(vaecodec.InputError):
             vaecodec.compress(source)
-    for quality in [0, 9, "high", float("nan")]:
+    for quality in [-0.5, 8.01, "high", float("nan")]:
         with pytest.raises(vaecodec.InputError):
             vaecodec.compress(np.zeros((8, 8, 3), np.uint8), quality=quality)
 

@@ -21,12 +21,24 @@ def test_kodak_round_trip_every_quality(kodim23, quality):
 
 def test_quality_orders_size_and_fidelity(crop):
     sizes, scores = [], []
-    for quality in (1, 2.5, 4, 8):
+    for quality in (0, 0.5, 1, 2.5, 4, 8):
         data = vaecodec.compress(crop, quality=quality)
         sizes.append(len(data))
         scores.append(psnr(np.asarray(vaecodec.decompress(data)), crop))
-    assert sizes == sorted(sizes)
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     assert scores == sorted(scores)
+
+
+def test_qualities_below_1_are_format_version_3_and_the_others_version_2(kodim23):
+    """Below 1 the scale extrapolates the trained gains: such files say so with version 3,
+    which older readers refuse as newer; files of quality 1 to 8 stay version 2."""
+    for quality, version in [(0, 3), (0.99, 3), (1, 2), (8, 2)]:
+        data = vaecodec.compress(kodim23[:128, :128], quality=quality)
+        assert vaecodec.info(data)["format_version"] == version
+        assert vaecodec.info(data)["quality"] == quality
+    data = vaecodec.compress(kodim23, quality=0)
+    assert 8 * len(data) / kodim23[..., 0].size < 0.15
+    assert psnr(np.asarray(vaecodec.decompress(data)), kodim23) > MIN_PSNR
 
 
 def test_decoder_matches_encoder_reconstruction_bit_for_bit(crop):

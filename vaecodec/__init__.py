@@ -25,7 +25,7 @@ __all__ = [
 
 def compress(image, quality: float = 4.0, device: str = "cpu", **options) -> bytes:
     """Compress an image (path, PIL image or H x W x 3 uint8 array) to the bytes of a `.vae`
-    file. `quality`: 1 (smallest) to 8 (best), fractional values allowed."""
+    file. `quality`: 0 (smallest) to 8 (best), fractional values allowed."""
     from .codec import compress as _compress
 
     return _compress(image, quality=quality, device=device, **options)

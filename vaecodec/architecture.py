@@ -18,10 +18,16 @@ SCALE_MAX = 256.0
 SCALE_LEVELS = 64
 LOG_SCALE_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
 
-# One rate-distortion trade-off per integer quality 1..8 (loss = bpp + lambda * 255^2 * MSE).
+# One rate-distortion trade-off per integer quality 1..8 (loss = bpp + lambda * 255^2 * MSE),
+# the range training covers.
 QUALITY_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 MIN_QUALITY = 1.0
 MAX_QUALITY = float(len(QUALITY_LAMBDAS))
+# The codec's scale reaches further down: qualities from LOWEST_QUALITY to 1 extrapolate the
+# log-linear line through levels 1 and 2, two levels' worth per unit, so that quality 0 codes at
+# about a quarter of level 1's lambda (about 0.1 bpp on Kodak, against 0.25 at quality 1).
+LOWEST_QUALITY = 0.0
+EXTRAPOLATED_LEVELS_PER_UNIT = 2
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,12 @@ def anchor_mask(height: int, width: int) -> np.ndarray:
 
 
 def quality_weights(quality: float) -> tuple[int, float]:
-    """The two gain levels a quality lies between: (lower level index, weight of the upper)."""
-    low = int(min(max(math.floor(quality), MIN_QUALITY), MAX_QUALITY - 1)) - 1
-    return low, min(max(quality - 1 - low, 0.0), 1.0)
+    """The two gain levels a quality lies between: (lower level index, weight of the upper).
+    Below MIN_QUALITY the weight is negative: the line through levels 1 and 2, extended."""
+    if quality < MIN_QUALITY:
+        return 0, EXTRAPOLATED_LEVELS_PER_UNIT * (quality - MIN_QUALITY)
+    low = int(min(math.floor(quality), MAX_QUALITY - 1)) - 1
+    return low, min(quality - 1 - low, 1.0)
 
 
 def quality_lambda(quality: float) -> float:

@@ -26,7 +26,7 @@ from .metrics import bd_rate, ms_ssim, ms_ssim_db, psnr
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "reference"
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / "data" / "kodak"
-VAECODEC_QUALITIES = (1, 2, 3, 4, 5, 6, 7, 8)
+VAECODEC_QUALITIES = (0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass

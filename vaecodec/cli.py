@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .architecture import LOWEST_QUALITY, MAX_QUALITY
 from .errors import VaecodecError
 from .format import DEFAULT_MAX_PIXELS
 
@@ -22,8 +23,9 @@ def _quality(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not 1.0 <= value <= 8.0:
-        raise argparse.ArgumentTypeError("quality runs from 1 to 8")
+    if not LOWEST_QUALITY <= value <= MAX_QUALITY:
+        raise argparse.ArgumentTypeError(
+            f"quality runs from {LOWEST_QUALITY:g} to {MAX_QUALITY:g}")
     return value
 
 
@@ -43,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("compress", help="images to .vae files")
     sub.add_argument("inputs", nargs="+", type=Path)
     sub.add_argument("--quality", type=_quality, default=4.0,
-                     help="1 (smallest file) to 8 (highest fidelity); fractions allowed")
+                     help="0 (smallest file) to 8 (highest fidelity); fractions allowed; "
+                          "below 1 the model's trained range is extrapolated")
     target = sub.add_mutually_exclusive_group()
     target.add_argument("--target-size", help="largest file size: bytes, or with KB / MB "
                         "(powers of 1024); the quality is searched for")
@@ -122,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--images", type=Path, help="folder of images (default: the bundled Kodak)")
     sub.add_argument("--codecs", help="comma-separated: vaecodec,jpeg420,jpeg444,webp,avif,"
                      "jpeg2000,jpegxl (default: all available)")
-    sub.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="vaecodec qualities")
+    sub.add_argument("--qualities", help="vaecodec qualities, comma-separated (default: "
+                     "0, 0.5 and 1 to 8)")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     sub.add_argument("--out", type=Path, default=Path("bench-out"))
     sub.add_argument("--quick", action="store_true", help="two images, three points per codec")
@@ -242,7 +246,7 @@ def run(args) -> int:
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":
-        from .benchmark import DEFAULT_IMAGES, run as run_benchmark
+        from .benchmark import DEFAULT_IMAGES, VAECODEC_QUALITIES, run as run_benchmark
 
         from .codec import cuda_available
 
@@ -252,7 +256,8 @@ def run(args) -> int:
         run_benchmark(
             images_dir=args.images or DEFAULT_IMAGES,
             codecs=args.codecs.split(",") if args.codecs else None,
-            qualities=[float(q) for q in args.qualities.split(",")], device=device,
+            qualities=([float(q) for q in args.qualities.split(",")] if args.qualities
+                       else VAECODEC_QUALITIES), device=device,
             out=args.out, quick=args.quick, threads=args.threads, repeats=args.repeats,
             command="vaecodec " + " ".join(sys.argv[1:]))
         print((args.out / "results.md").read_text())

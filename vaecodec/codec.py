@@ -22,7 +22,7 @@ import numpy as np
 
 from . import entropy_coding, format as vae_format, imageio
 from .errors import FormatError, InputError, ModelMismatchError
-from .architecture import anchor_mask, quality_lambda
+from .architecture import LOWEST_QUALITY, MAX_QUALITY, anchor_mask, quality_lambda
 from .integer_net import ACTIVATION_BITS, scale_indices
 from .postfilter import apply as apply_filter, decode as decode_filter, encode as encode_filter
 from .postfilter import fit as fit_filter, squared_error
@@ -115,12 +115,15 @@ def cuda_available() -> bool:
 
 
 def check_quality(quality: float) -> float:
+    """A quality from LOWEST_QUALITY to MAX_QUALITY, rounded to the header's hundredths, or
+    InputError."""
+    scale = f"{LOWEST_QUALITY:g} to {MAX_QUALITY:g}"
     try:
         quality = float(quality)
     except (TypeError, ValueError):
-        raise InputError(f"quality must be a number from 1 to 8, not {quality!r}") from None
-    if not 1.0 <= quality <= 8.0:
-        raise InputError(f"quality must be from 1 to 8, not {quality}")
+        raise InputError(f"quality must be a number from {scale}, not {quality!r}") from None
+    if not LOWEST_QUALITY <= quality <= MAX_QUALITY:
+        raise InputError(f"quality must be from {scale}, not {quality}")
     return round(quality * 100) / 100      # the header stores hundredths
 
 
@@ -306,7 +309,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
              target_psnr: float | None = None, effort: int = 0, postfilter: bool = True) -> bytes:
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
-    `quality` runs from 1 (smallest) to 8 (best), fractional values included. Instead of a
+    `quality` runs from 0 (smallest) to 8 (best), fractional values included (below 1,
+    extrapolated from the trained levels: see `architecture.LOWEST_QUALITY`). Instead of a
     quality, one target may be given: `target_size` (bytes, or a string such as "40KB"),
     `target_bpp`, or `target_psnr` (dB); the quality is then searched for (see
     `rate_control.py`) and stored in the file as usual. `device` is "cpu", "cuda" or "auto".

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from .errors import FormatError, LimitError, UnsupportedVersionError
 
 MAGIC = b"VAEC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Version 3 is version 2 with qualities below 1 allowed. A writer gives a file the lowest
+# version that holds it, so files of quality 1 to 8 stay readable by version 2 readers, and
+# those readers refuse the others as a newer version rather than as corrupt.
+LOWEST_QUALITY_BY_VERSION = {1: 100, 2: 100, 3: 0}     # hundredths
 # magic, version, mode, flags, post-filter length (version 2; 0 in version 1), model id,
 # weights hash, quality x100, width, height, four section lengths; the CRC-32 follows.
 _HEADER = struct.Struct("<4sBBBB8s8sHII4I")
@@ -46,6 +50,8 @@ class Header:
 
 def pack(header: Header, sections: dict[str, bytes]) -> bytes:
     """Serialise a header and its sections into the bytes of a `.vae` file."""
+    quality = round(header.quality * 100)
+    version = 2 if quality >= LOWEST_QUALITY_BY_VERSION[2] else 3
     model = header.model_id.encode("ascii")
     if len(model) > 8 or len(header.weights_hash) != 8:
         raise ValueError("model id must be at most 8 ASCII bytes and the weights hash 8 bytes")
@@ -53,8 +59,8 @@ def pack(header: Header, sections: dict[str, bytes]) -> bytes:
     if len(payload[-1]) > MAX_FILTER_BYTES:
         raise ValueError(f"a post-filter section holds at most {MAX_FILTER_BYTES} bytes")
     fixed = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, MODES.index(header.mode), 0, len(payload[-1]),
-        model.ljust(8, b"\0"), header.weights_hash, round(header.quality * 100), header.width,
+        MAGIC, version, MODES.index(header.mode), 0, len(payload[-1]),
+        model.ljust(8, b"\0"), header.weights_hash, quality, header.width,
         header.height, *(len(p) for p in payload[:-1]),
     )
     body = b"".join(payload)
@@ -81,7 +87,7 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Head
     if mode >= len(MODES) or flags or (version == 1 and filter_length):
         raise FormatError("corrupt .vae header (unknown mode or flags)")
     lengths.append(filter_length)
-    if not 100 <= quality <= 800:
+    if not LOWEST_QUALITY_BY_VERSION[version] <= quality <= 800:
         raise FormatError(f"corrupt .vae header (quality {quality / 100} out of range)")
     if width == 0 or height == 0:
         raise FormatError("corrupt .vae header (zero width or height)")

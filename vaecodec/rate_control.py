@@ -13,11 +13,12 @@ import math
 import re
 from dataclasses import dataclass
 
+from .architecture import LOWEST_QUALITY, MAX_QUALITY
 from .errors import InputError
 
 SIZE_WITHIN = 0.03      # a size target is met once the file is within 3% below it
 PSNR_WITHIN = 0.05      # a PSNR target is met once the file is within 0.05 dB above it
-LOWEST, HIGHEST = 100, 800      # qualities in hundredths
+LOWEST, HIGHEST = round(100 * LOWEST_QUALITY), round(100 * MAX_QUALITY)   # in hundredths
 
 
 def parse_size(text) -> int:
@@ -88,7 +89,8 @@ def search(encode, psnr_of, targets: Targets) -> bytes:
         distance = lambda g: math.log(probe(g)) - math.log(goal * (1 - SIZE_WITHIN / 2))  # noqa: E731
         if not fits(LOWEST):
             raise InputError(f"target of {targets.max_bytes} bytes is below the smallest file "
-                             f"this image can have ({int(probe(LOWEST))} bytes at quality 1)")
+                             f"this image can have ({int(probe(LOWEST))} bytes at quality "
+                             f"{LOWEST / 100:g})")
         if fits(HIGHEST):
             return probes[HIGHEST][0]
         good, bad = LOWEST, HIGHEST
@@ -99,7 +101,7 @@ def search(encode, psnr_of, targets: Targets) -> bytes:
         distance = lambda g: probe(g) - (goal + PSNR_WITHIN / 2)   # noqa: E731
         if not fits(HIGHEST):
             raise InputError(f"target of {goal} dB is above what this image reaches "
-                             f"({probe(HIGHEST):.2f} dB at quality 8)")
+                             f"({probe(HIGHEST):.2f} dB at quality {HIGHEST / 100:g})")
         if fits(LOWEST):
             return probes[LOWEST][0]
         good, bad = HIGHEST, LOWEST

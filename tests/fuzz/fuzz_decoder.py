@@ -67,6 +67,7 @@ def refresh_corpus() -> None:
     cases = {
         "rgb-64x64-q1": (Image.fromarray(photo[:64, :64]), 1, None),
         "rgb-64x64-q8": (Image.fromarray(photo[64:128, 64:128]), 8, None),
+        "rgb-64x64-q0": (Image.fromarray(photo[:64, 64:128]), 0, None),    # format version 3
         "rgb-1x1": (Image.fromarray(photo[:1, :1]), 4, None),
         "rgb-130x20": (Image.fromarray(photo[200:220, 300:430]), 3, None),
         "grey-100x37": (Image.fromarray(photo[300:337, 100:200]).convert("L"), 5, None),
