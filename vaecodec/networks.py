@@ -25,7 +25,9 @@ __all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build"
 
 
 def lambda_for_quality(quality: torch.Tensor | float) -> torch.Tensor:
-    """The rate-distortion weight of (a batch of) qualities, log-linear between levels."""
+    """The rate-distortion weight of (a batch of) qualities, log-linear between levels, for
+    training, which draws qualities from MIN_QUALITY to MAX_QUALITY; the codec's qualities
+    below 1 follow `architecture.quality_lambda`."""
     quality = torch.as_tensor(quality, dtype=torch.float32)
     logs = torch.log(torch.tensor(QUALITY_LAMBDAS))
     low = quality.floor().clamp(MIN_QUALITY, MAX_QUALITY - 1).long() - 1
@@ -91,7 +93,8 @@ class HyperpriorVAE(nn.Module):
         self.log_inverse_gain = nn.Parameter(-start.clone())
 
     def gains(self, quality: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain, shape (B, M, 1, 1), for one quality or a batch of them."""
+        """Gain and inverse gain, shape (B, M, 1, 1), for one quality or a batch of them in the
+        trained range (the codec extends it below 1 with `ModelBundle.gains`)."""
         quality = torch.as_tensor(quality, dtype=torch.float32, device=self.log_gain.device)
         quality = quality.reshape(-1)
         low = quality.floor().clamp(MIN_QUALITY, MAX_QUALITY - 1).long() - 1
