@@ -1,6 +1,6 @@
 """Rate-distortion of the shipped model on Kodak through the real file path.
 
-    python benchmarks/kodak_rd.py [--qualities 1,2,...,8] [--images N] [--json out.json]
+    python benchmarks/kodak_rd.py [--qualities 0,0.5,1,...,8] [--images N] [--json out.json]
 
 For each quality, every image is compressed to bytes and decoded; bpp comes from the byte
 count, PSNR and MS-SSIM from the decoded image. Prints the per-quality means (the mean of
@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import vaecodec  # noqa: E402
+from vaecodec.benchmark import VAECODEC_QUALITIES  # noqa: E402
 from vaecodec.metrics import ms_ssim, psnr  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--qualities", default="0,0.5,1,2,3,4,5,6,7,8")
+    parser.add_argument("--qualities", default=",".join(f"{q:g}" for q in VAECODEC_QUALITIES))
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--folder", default=str(ROOT / "data" / "kodak"))
     parser.add_argument("--json")
