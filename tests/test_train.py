@@ -286,3 +286,22 @@ def test_weight_average_follows_an_exponential_decay():
     assert torch.allclose(average.model.weight, torch.full((1, 2), want))
     average.update(model, 10_000)   # a trained model: the full decay
     assert torch.allclose(average.model.weight, torch.full((1, 2), 0.5 * want + 0.5 * 3))
+
+
+def test_training_gains_and_lambdas_are_the_codecs_over_the_whole_scale():
+    """Training draws qualities below 1 too: there its gains and lambdas must be the ones the
+    codec extrapolates, or it would train for qualities the codec never uses."""
+    from vaecodec.architecture import quality_lambda
+    from vaecodec.networks import lambda_for_quality
+    from vaecodec.weights import load_model
+
+    bundle = load_model()
+    vae = bundle.torch_model()
+    qualities = [0.0, 0.3, 0.5, 0.99, 1.0, 2.5, 7.25, 8.0]
+    gain, inverse_gain = vae.gains(torch.tensor(qualities))
+    for i, q in enumerate(qualities):
+        expected_gain, expected_inverse = bundle.gains(q)
+        np.testing.assert_allclose(gain[i, :, 0, 0].numpy(), expected_gain, rtol=1e-5)
+        np.testing.assert_allclose(inverse_gain[i, :, 0, 0].numpy(), expected_inverse, rtol=1e-5)
+    np.testing.assert_allclose(lambda_for_quality(torch.tensor(qualities)).numpy(),
+                               [quality_lambda(q) for q in qualities], rtol=1e-5)

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--average", type=float, default=0.999,
                      help="decay of the moving average of the weights that ships (0: none)")
     sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
+    sub.add_argument("--lowest-quality", type=float, default=LOWEST_QUALITY,
+                     help="crops draw qualities from this one to the highest")
     sub.add_argument("--kodak", default="", help="evaluation images to report on (never trained on)")
     sub.add_argument("--kodak-every", type=int, default=5000)
     sub.add_argument("--save-replicas", action="store_true",
@@ -242,7 +244,8 @@ def run(args) -> int:
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
-                          average=args.average, context=args.context, bf16=args.bf16)
+                          average=args.average, context=args.context, bf16=args.bf16,
+                          lowest_quality=args.lowest_quality)
         train(cfg, resume=args.resume, max_minutes=args.minutes)
         return 0
     if args.command == "bench":

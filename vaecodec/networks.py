@@ -14,8 +14,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .architecture import (
-    CONTEXT_TRANSFORMS, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, QUALITY_LAMBDAS, SCALE_LEVELS,
-    SCALE_MAX, SCALE_MIN, TRANSFORMS, ModelConfig, anchor_mask, initial_log_gains,
+    CONTEXT_TRANSFORMS, EXTRAPOLATED_LEVELS_PER_UNIT, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY,
+    QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS, ModelConfig, anchor_mask,
+    initial_log_gains,
 )
 
 __all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build",
@@ -24,15 +25,23 @@ __all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build"
            "MAX_QUALITY", "QUALITY_LAMBDAS"]
 
 
+def quality_weights(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`architecture.quality_weights` for a batch of qualities: the lower level index of each
+    and the weight of the level above (negative below MIN_QUALITY, where the line through
+    levels 1 and 2 is extended, as the codec does)."""
+    low = quality.floor().clamp(MIN_QUALITY, MAX_QUALITY - 1).long() - 1
+    inside = (quality - 1 - low.to(quality.dtype)).clamp(0, 1)
+    below = EXTRAPOLATED_LEVELS_PER_UNIT * (quality - MIN_QUALITY)
+    return low, torch.where(quality < MIN_QUALITY, below, inside)
+
+
 def lambda_for_quality(quality: torch.Tensor | float) -> torch.Tensor:
-    """The rate-distortion weight of (a batch of) qualities, log-linear between levels, for
-    training, which draws qualities from MIN_QUALITY to MAX_QUALITY; the codec's qualities
-    below 1 follow `architecture.quality_lambda`."""
+    """The rate-distortion weight of (a batch of) qualities, log-linear between levels and
+    extended below MIN_QUALITY as `architecture.quality_lambda` is."""
     quality = torch.as_tensor(quality, dtype=torch.float32)
     logs = torch.log(torch.tensor(QUALITY_LAMBDAS))
-    low = quality.floor().clamp(MIN_QUALITY, MAX_QUALITY - 1).long() - 1
-    frac = (quality - 1 - low.float()).clamp(0, 1)
-    return torch.exp(logs[low] * (1 - frac) + logs[low + 1] * frac)
+    low, weight = quality_weights(quality)
+    return torch.exp(logs[low] * (1 - weight) + logs[low + 1] * weight)
 
 
 class GDN(nn.Module):
@@ -93,12 +102,11 @@ class HyperpriorVAE(nn.Module):
         self.log_inverse_gain = nn.Parameter(-start.clone())
 
     def gains(self, quality: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain, shape (B, M, 1, 1), for one quality or a batch of them in the
-        trained range (the codec extends it below 1 with `ModelBundle.gains`)."""
+        """Gain and inverse gain, shape (B, M, 1, 1), for one quality or a batch of them, as
+        `ModelBundle.gains` gives them to the codec."""
         quality = torch.as_tensor(quality, dtype=torch.float32, device=self.log_gain.device)
-        quality = quality.reshape(-1)
-        low = quality.floor().clamp(MIN_QUALITY, MAX_QUALITY - 1).long() - 1
-        frac = (quality - 1 - low.float()).clamp(0, 1)[:, None]
+        low, frac = quality_weights(quality.reshape(-1))
+        frac = frac[:, None]
 
         def interpolate(table: torch.Tensor) -> torch.Tensor:
             mixed = table[low] * (1 - frac) + table[low + 1] * frac

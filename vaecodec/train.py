@@ -1,7 +1,8 @@
 """Training: rate + lambda * distortion over random crops of a folder of photographs.
 
-One model covers every quality: each crop in a batch draws its own continuous quality in [1, 8],
-which selects both its lambda and its (interpolated) latent gain. The rate of y is the Gaussian
+One model covers every quality: each crop in a batch draws its own continuous quality, by default
+over the codec's whole scale [0, 8], which selects both its lambda and its (interpolated) latent
+gain; below 1 both follow the line through levels 1 and 2, as the codec extends them. The rate of y is the Gaussian
 likelihood under the hyper-synthesis' means and scales with additive uniform noise; the
 synthesis sees the rounded latents through a straight-through estimator, which matches what the
 decoder receives. The rate of z comes from CompressAI's EntropyBottleneck.
@@ -30,9 +31,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .architecture import LOWEST_QUALITY
 from .networks import (
-    GDN, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY, SCALE_MAX, SCALE_MIN, CheckerboardContext,
-    HyperpriorVAE, ModelConfig, gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
+    GDN, LOG_SCALE_STEP, MAX_QUALITY, SCALE_MAX, SCALE_MIN, CheckerboardContext, HyperpriorVAE,
+    ModelConfig, gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -68,6 +70,9 @@ class TrainConfig:
     init: str = ""                # a compact training state to start from (see save_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
     kodak_every: int = 5000
+    # Crops draw qualities from here to MAX_QUALITY. Until session 7 training drew from 1 (the
+    # lowest trained level); the codec's scale has reached down to 0 since then.
+    lowest_quality: float = LOWEST_QUALITY
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -232,7 +237,7 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: TrainingModel, images: list[torch.Tensor], qualities=(1, 4, 8)) -> dict:
+def validate(model: TrainingModel, images: list[torch.Tensor], qualities=(0, 1, 4, 8)) -> dict:
     """Estimated bpp and PSNR with hard rounding, on whole images padded to a multiple of 64."""
     model.eval()
     device = next(model.parameters()).device
@@ -548,7 +553,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = sampler.sample(cfg.batch)
-        quality = MIN_QUALITY + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - MIN_QUALITY)
+        quality = (cfg.lowest_quality
+                   + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - cfg.lowest_quality))
         loss, out_ = training_step(trainer, model, optimizer, aux_optimizer, x, quality,
                                    cfg.clip, world)
         if average is not None:
