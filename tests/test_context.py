@@ -143,8 +143,10 @@ def test_mutated_files_of_a_context_model_decode_or_fail_cleanly(models, crop):
 
 
 def test_encoder_effort_refines_the_others_and_keeps_the_anchors(models, crop):
-    plain = vaecodec.compress(crop, quality=5, model="random")
-    refined = vaecodec.compress(crop, quality=5, model="random", effort=1)
+    # quality 8: with msh96b's state and these random corrections, refining this crop at
+    # qualities 2 and 5 finds no file both smaller and as good, so effort keeps the plain one
+    plain = vaecodec.compress(crop, quality=8, model="random")
+    refined = vaecodec.compress(crop, quality=8, model="random", effort=1)
     assert len(refined) < len(plain)
     _, _, a, _ = codec.read(plain)
     _, _, b, _ = codec.read(refined)

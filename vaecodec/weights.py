@@ -27,7 +27,7 @@ from .errors import ModelMismatchError
 from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "msh96"
+DEFAULT_MODEL = "msh96b"
 
 
 def available_models() -> dict[str, Path]:

@@ -1,0 +1,39 @@
+"""Files written with earlier shipped weights still decode after new weights become the default.
+
+The files in tests/compat were written by `vaecodec.compress(crop, quality=q, model="msh96")`
+(the default model of sessions 4 to 7) from the test crop of kodim23.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vaecodec
+from vaecodec.weights import DEFAULT_MODEL
+
+from .conftest import psnr
+
+COMPAT = Path(__file__).parent / "compat"
+
+
+@pytest.mark.parametrize("quality, version, min_psnr", [(0, 3, 26.5), (1, 2, 29.5)])
+def test_files_of_the_earlier_default_model_decode(crop, quality, version, min_psnr):
+    data = (COMPAT / f"msh96-kodim23-crop-q{quality}.vae").read_bytes()
+    header = vaecodec.info(data)
+    assert (header["model"], header["format_version"]) == ("msh96", version)
+    assert DEFAULT_MODEL != "msh96"
+    image = np.asarray(vaecodec.decompress(data))
+    assert image.shape == crop.shape
+    assert psnr(image, crop) > min_psnr
+
+
+def test_new_files_use_the_default_model_and_beat_the_earlier_one(crop):
+    for quality in (0, 1):
+        old = (COMPAT / f"msh96-kodim23-crop-q{quality}.vae").read_bytes()
+        new = vaecodec.compress(crop, quality=quality)
+        assert vaecodec.info(new)["model"] == DEFAULT_MODEL
+        # the newer weights code this crop in fewer bytes at a higher PSNR
+        assert len(new) < len(old)
+        assert psnr(np.asarray(vaecodec.decompress(new)), crop) > psnr(
+            np.asarray(vaecodec.decompress(old)), crop)
