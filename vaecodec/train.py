@@ -2,10 +2,10 @@
 
 One model covers every quality: each crop in a batch draws its own continuous quality, by default
 over the codec's whole scale [0, 8], which selects both its lambda and its (interpolated) latent
-gain; below 1 both follow the line through levels 1 and 2, as the codec extends them. The rate of y is the Gaussian
-likelihood under the hyper-synthesis' means and scales with additive uniform noise; the
-synthesis sees the rounded latents through a straight-through estimator, which matches what the
-decoder receives. The rate of z comes from CompressAI's EntropyBottleneck.
+gain; below 1 both follow the line through levels 1 and 2, as the codec extends them. The rate
+of y is the Gaussian likelihood under the hyper-synthesis' means and scales with additive
+uniform noise; the synthesis sees the rounded latents through a straight-through estimator,
+which matches what the decoder receives. The rate of z comes from CompressAI's EntropyBottleneck.
 
 The weights that ship are an exponential moving average of the trained ones (`WeightAverage`):
 it removes most of the step-to-step noise of Adam at a high learning rate, which otherwise only
@@ -70,8 +70,9 @@ class TrainConfig:
     init: str = ""                # a compact training state to start from (see save_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
     kodak_every: int = 5000
-    # Crops draw qualities from here to MAX_QUALITY. Until session 7 training drew from 1 (the
-    # lowest trained level); the codec's scale has reached down to 0 since then.
+    # Crops draw qualities from here to MAX_QUALITY: by default the codec's whole scale, so that
+    # the qualities below the lowest gain level are trained too (runs before session 8 drew
+    # from 1).
     lowest_quality: float = LOWEST_QUALITY
 
 
