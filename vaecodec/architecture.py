@@ -19,7 +19,7 @@ SCALE_LEVELS = 64
 LOG_SCALE_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
 
 # One rate-distortion trade-off per integer quality 1..8 (loss = bpp + lambda * 255^2 * MSE),
-# the range training covers.
+# each with its own learned gain vectors.
 QUALITY_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 MIN_QUALITY = 1.0
 MAX_QUALITY = float(len(QUALITY_LAMBDAS))

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("inputs", nargs="+", type=Path)
     sub.add_argument("--quality", type=_quality, default=4.0,
                      help="0 (smallest file) to 8 (highest fidelity); fractions allowed; "
-                          "below 1 the model's trained range is extrapolated")
+                          "below 1 the gains of levels 1 and 2 are extended")
     target = sub.add_mutually_exclusive_group()
     target.add_argument("--target-size", help="largest file size: bytes, or with KB / MB "
                         "(powers of 1024); the quality is searched for")

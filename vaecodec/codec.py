@@ -310,7 +310,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
     `quality` runs from 0 (smallest) to 8 (best), fractional values included (below 1,
-    extrapolated from the trained levels: see `architecture.LOWEST_QUALITY`). Instead of a
+    extended from the gain levels 1 and 2: see `architecture.LOWEST_QUALITY`). Instead of a
     quality, one target may be given: `target_size` (bytes, or a string such as "40KB"),
     `target_bpp`, or `target_psnr` (dB); the quality is then searched for (see
     `rate_control.py`) and stored in the file as usual. `device` is "cpu", "cuda" or "auto".
