@@ -202,6 +202,33 @@ def test_crops_are_deterministic_for_a_seed_and_in_range(folder):
     assert torch.equal(batch, crops(1)) and not torch.equal(batch, crops(2))
 
 
+def test_crops_are_bicubic_antialiased_resizes_of_random_windows(folder):
+    """The batched resize gives what resizing each window with `interpolate` gives."""
+    from torch.nn import functional as F
+    from vaecodec.train import CropSampler, list_images
+
+    sampler = CropSampler(list_images(folder), 64, torch.Generator().manual_seed(5))
+    batch = sampler.sample(6)
+    replay = torch.Generator().manual_seed(5)   # the sampler's draws, in its order
+
+    def uniform():
+        return torch.rand((), generator=replay).item()
+
+    flips = 0
+    for crop in batch:
+        image = sampler.images[int(uniform() * len(sampler.images))]
+        h, w = image.shape[-2:]
+        size = int(64 * (1.0 + uniform() * (min(min(w, h) / 64, 2.0) - 1.0)))
+        left, top = int(uniform() * (w - size + 1)), int(uniform() * (h - size + 1))
+        window = image[None, :, top:top + size, left:left + size].float()
+        expected = F.interpolate(window, size=(64, 64), mode="bicubic", antialias=True,
+                                 align_corners=False)[0].clamp(0, 255) / 255
+        if uniform() < 0.5:
+            expected, flips = expected.flip(-1), flips + 1
+        assert (crop - expected).abs().max() < 1e-5
+    assert 0 < flips < 6
+
+
 def test_compact_state_keeps_rates_finite_and_weights_small(tmp_path):
     from vaecodec.networks import ModelConfig
     from vaecodec.train import TrainingModel, load_compact_state, save_compact_state
@@ -305,3 +332,66 @@ def test_training_gains_and_lambdas_are_the_codecs_over_the_whole_scale():
         np.testing.assert_allclose(inverse_gain[i, :, 0, 0].numpy(), expected_inverse, rtol=1e-5)
     np.testing.assert_allclose(lambda_for_quality(torch.tensor(qualities)).numpy(),
                                [quality_lambda(q) for q in qualities], rtol=1e-5)
+
+
+def test_z_rate_is_the_entropy_bottlenecks_forward():
+    """TrainingModel.z_rate takes the steps of CompressAI's EntropyBottleneck.forward (without
+    its device-side permutation): the same noisy or rounded z and the same likelihoods."""
+    from vaecodec.networks import ModelConfig
+    from vaecodec.train import TrainingModel
+
+    torch.manual_seed(0)
+    model = TrainingModel(ModelConfig(8, 8, 8))
+    z = 3 * torch.randn(2, 8, 4, 5)
+    for training in (True, False):
+        model.train(training)
+        torch.manual_seed(1)
+        expected = model.z_prior(z)
+        torch.manual_seed(1)
+        got = model.z_rate(z)
+        for a, b in zip(expected, got):
+            assert a.shape == b.shape and torch.equal(a, b)
+
+
+def test_compile_auto_keeps_the_faster_model_and_survives_a_failing_compiler(
+        folder, tmp_path, monkeypatch):
+    """--compile auto times eager and compiled steps of the run itself and keeps the faster;
+    a compiler that fails leaves the run training eagerly. Every step trains either way."""
+    import time
+
+    from vaecodec import train as training
+
+    monkeypatch.setattr(training.CompileTrial, "STEPS", 3)
+
+    def slow_compile(model):
+        def slow(*args):
+            time.sleep(0.2)
+            return model(*args)
+        return slow
+
+    def broken_compile(model):
+        def broken(*args):
+            raise RuntimeError("no compiler here\nmore detail")
+        return broken
+
+    for compiler, mode, expected in ((slow_compile, "auto", "training on eagerly"),
+                                     (broken_compile, "on", "torch.compile failed")):
+        monkeypatch.setattr(torch, "compile", compiler)
+        messages = []
+        config = tiny(folder, tmp_path / mode, 30)
+        config.compile = mode
+        state = torch.load(train(config, log=messages.append), weights_only=True)
+        assert state["step"] == 30
+        assert any(expected in m for m in messages), messages
+        assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+@pytest.mark.slow
+def test_compiled_training_trains(folder, tmp_path):
+    """--compile on with the real torch.compile (about a minute of compilation on a CPU)."""
+    config = tiny(folder, tmp_path / "c", 4)
+    config.compile = "on"
+    messages = []
+    state = torch.load(train(config, log=messages.append), weights_only=True)
+    assert state["step"] == 4 and not any("failed" in m for m in messages)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())

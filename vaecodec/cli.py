@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--bf16", action="store_true",
                      help="run the inner layers of the image transforms in bfloat16 "
                           "(faster on GPUs with tensor cores; see benchmarks/train_speed.py)")
+    sub.add_argument("--compile", default="off", choices=["off", "on", "auto"],
+                     help="torch.compile the model; auto times both on the run's first steps "
+                          "and keeps the faster")
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -244,9 +247,13 @@ def run(args) -> int:
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
-                          average=args.average, context=args.context, bf16=args.bf16,
+                          average=args.average, context=args.context, bf16=args.bf16, compile=args.compile,
                           lowest_quality=args.lowest_quality)
-        train(cfg, resume=args.resume, max_minutes=args.minutes)
+        from tqdm import tqdm
+
+        # Messages on lines of their own, not run into the progress bar (a log that drops the
+        # bar's lines would drop them too).
+        train(cfg, resume=args.resume, max_minutes=args.minutes, log=tqdm.write)
         return 0
     if args.command == "bench":
         from .benchmark import DEFAULT_IMAGES, VAECODEC_QUALITIES, run as run_benchmark

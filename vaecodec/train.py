@@ -66,6 +66,7 @@ class TrainConfig:
     H: int = 96
     context: bool = False         # add a checkerboard context model (see networks.py)
     bf16: bool = False            # g_a and g_s in bfloat16, channels-last (GPU tensor cores)
+    compile: str = "off"          # torch.compile the model: "on", "off", or "auto" (CompileTrial)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
     init: str = ""                # a compact training state to start from (see save_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
@@ -98,23 +99,48 @@ class CropSampler:
     """Random crops, randomly downscaled (washes out JPEG artifacts) and flipped, as a batch.
 
     The photos are held decoded on `device`, so that on a GPU the crops are cut and resized
-    there rather than by one CPU thread."""
+    there rather than by one CPU thread. A batch costs one copy per crop and two batched matrix
+    products: a crop's bicubic, antialiased resize is one matrix per axis (the weights
+    `interpolate` uses, read off an identity matrix), and its flip reverses the columns' one. On
+    a GPU that is a few dozen kernel launches per batch instead of several per crop, which
+    counts when a training step takes milliseconds."""
 
     def __init__(self, paths: list[Path], patch: int, generator: torch.Generator,
                  device: str = "cpu"):
         self.patch = patch
         self.generator = generator
+        self.device = device
         self.images = [
             torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).to(device)
             for p in paths
         ]
+        self._windows = torch.zeros(0, 3, 2 * patch, 2 * patch, device=device)
+        self._resize = {}
 
     def _uniform(self) -> float:
         return torch.rand((), generator=self.generator).item()
 
+    def _resize_matrix(self, size: int, flip: bool) -> torch.Tensor:
+        """(patch, 2 patch): resizes `size` pixels to `patch` as bicubic, antialiased
+        `interpolate` does (in reverse order if `flip`), with zeros beyond `size`."""
+        if (size, flip) not in self._resize:
+            identity = torch.eye(size, device=self.device)[None, None]
+            weights = nn.functional.interpolate(identity, size=(self.patch, size), mode="bicubic",
+                                                antialias=True, align_corners=False)[0, 0]
+            matrix = torch.zeros(self.patch, 2 * self.patch, device=self.device)
+            matrix[:, :size] = weights.flip(0) if flip else weights
+            self._resize[size, flip] = matrix
+        return self._resize[size, flip]
+
     def sample(self, batch: int) -> torch.Tensor:
-        crops = []
-        for _ in range(batch):
+        """`batch` crops, (batch, 3, patch, patch) in 0..1."""
+        if len(self._windows) < batch:
+            self._windows = torch.zeros(batch, *self._windows.shape[1:], device=self.device)
+        # Each crop's window goes in the top-left corner; what the last batch left beyond it
+        # meets zero weights only.
+        windows = self._windows[:batch]
+        rows, columns = [], []
+        for i in range(batch):
             image = self.images[int(self._uniform() * len(self.images))]
             h, w = image.shape[-2:]
             largest = min(w, h) / self.patch
@@ -122,13 +148,12 @@ class CropSampler:
             size = int(self.patch * scale)
             left = int(self._uniform() * (w - size + 1))
             top = int(self._uniform() * (h - size + 1))
-            crop = image[None, :, top:top + size, left:left + size].float()
-            crop = nn.functional.interpolate(crop, size=(self.patch, self.patch), mode="bicubic",
-                                             antialias=True, align_corners=False)
-            if self._uniform() < 0.5:
-                crop = crop.flip(-1)
-            crops.append(crop)
-        return torch.cat(crops).clamp_(0.0, 255.0).div_(255.0)
+            windows[i, :, :size, :size] = image[:, top:top + size, left:left + size]
+            rows.append(self._resize_matrix(size, False))
+            columns.append(self._resize_matrix(size, self._uniform() < 0.5))
+        crops = (torch.stack(rows)[:, None] @ windows
+                 @ torch.stack(columns)[:, None].transpose(-1, -2))
+        return crops.clamp_(0.0, 255.0).div_(255.0)
 
 
 def scales_from_log(log_scales: torch.Tensor) -> torch.Tensor:
@@ -155,6 +180,23 @@ class TrainingModel(nn.Module):
         by a quarter of a quantization step. Validation, like the codec, is all float32."""
         return torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16 and self.training)
 
+    def z_rate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z with noise (training) or rounded around the medians (evaluation), and its
+        likelihoods: what `self.z_prior(z)` returns. CompressAI's forward moves the channels
+        first with a permutation held in a device tensor, whose values Python must read back:
+        on a GPU that waits for every queued kernel at each step (and torch.compile cannot trace
+        it), so the same steps are taken here with a plain transpose."""
+        prior = self.z_prior
+        channels_first = z.transpose(0, 1)
+        values = channels_first.reshape(channels_first.shape[0], 1, -1)
+        noisy = prior.quantize(values, "noise" if self.training else "dequantize",
+                               prior._get_medians())
+        likelihood = prior._likelihood(noisy)[0]
+        if prior.use_likelihood_bound:
+            likelihood = prior.likelihood_lower_bound(likelihood)
+        return (noisy.reshape(channels_first.shape).transpose(0, 1),
+                likelihood.reshape(channels_first.shape).transpose(0, 1))
+
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
         vae = self.vae
         gain, inverse_gain = vae.gains(quality)
@@ -162,7 +204,7 @@ class TrainingModel(nn.Module):
             features = vae.g_a[:-1](x)
         y = vae.g_a[-1](features.float()) * gain
         z = vae.h_a(y)
-        z_tilde, z_likelihood = self.z_prior(z)
+        z_tilde, z_likelihood = self.z_rate(z)
         means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
 
         def rounded(means: torch.Tensor) -> torch.Tensor:
@@ -208,12 +250,67 @@ class WeightAverage:
     def update(self, model: nn.Module, step: int) -> None:
         """Fold in `model`'s weights after its optimizer step number `step` (from 0)."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        for average, current in zip(self.model.state_dict().values(),
-                                    model.state_dict().values()):
-            if average.is_floating_point():
-                average.lerp_(current, 1.0 - decay)
-            else:
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        floating = [(a, c) for a, c in pairs if a.is_floating_point()]
+        # One call for all the tensors: a loop would launch a kernel per tensor on a GPU.
+        torch._foreach_lerp_([a for a, _ in floating], [c for _, c in floating], 1.0 - decay)
+        for average, current in pairs:
+            if not average.is_floating_point():
                 average.copy_(current)
+
+
+class CompileTrial:
+    """Which of the model and its torch.compile'd version (one that fuses the element-wise
+    layers into fewer kernels) trains faster here, measured on the run's own steps: `steps`
+    timed eager steps, then the compilation and as many timed compiled steps. The compiled
+    model stays only if it is MARGIN times as fast; if compiling fails, training goes on eagerly.
+    Every step of the trial trains, so only the compilation's time is spent on the question.
+    `mode` "on" compiles at once without measuring."""
+
+    SETTLE = 10     # steps before timing (cuDNN picks its algorithms; the compilation runs)
+    STEPS = 100     # timed steps of each
+    MARGIN = 1.05
+
+    def __init__(self, model: nn.Module, mode: str, device: str, log):
+        self.model, self.device, self.log = model, device, log
+        self.trainer = model
+        self.phase = {"on": "compiled", "auto": "eager"}.get(mode, "done")
+        if mode == "on":
+            self.trainer = torch.compile(model)
+        self.count, self.started, self.eager_rate = 0, 0.0, 0.0
+
+    def _clock(self) -> float:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def failed(self, error: Exception) -> bool:
+        """Called when a step raised: True (after going back to the eager model) if the
+        compiled model raised it, so that the step can be taken again."""
+        if self.trainer is self.model:
+            return False
+        self.log(f"torch.compile failed, training on eagerly: {str(error).splitlines()[0]}")
+        self.trainer, self.phase = self.model, "done"
+        return True
+
+    def step_done(self) -> None:
+        """Count a step; time, compile and decide as the trial goes."""
+        if self.phase not in ("eager", "timing compiled"):
+            return
+        self.count += 1
+        if self.count == self.SETTLE:
+            self.started = self._clock()
+        elif self.count == self.SETTLE + self.STEPS:
+            rate = self.STEPS / (self._clock() - self.started)
+            self.count = 0
+            if self.phase == "eager":
+                self.eager_rate, self.phase = rate, "timing compiled"
+                self.trainer = torch.compile(self.model)
+                return
+            keep = rate >= self.MARGIN * self.eager_rate
+            self.log(f"compiled model: {rate:.2f} steps/s against {self.eager_rate:.2f} eagerly; "
+                     f"training on {'compiled' if keep else 'eagerly'}")
+            self.trainer, self.phase = (self.trainer if keep else self.model), "done"
 
 
 def shipped_state(checkpoint: dict) -> dict:
@@ -407,7 +504,9 @@ def build_training(widths: ModelConfig, context: bool, bf16: bool, device, lr: f
         model = model.to(memory_format=torch.channels_last)
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    return model, torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+    fused = torch.device(device).type == "cuda"   # one kernel for the whole update
+    return (model, torch.optim.Adam(main, lr=lr, fused=fused),
+            torch.optim.Adam(aux, lr=aux_lr, fused=fused))
 
 
 def training_step(trainer: nn.Module, model: TrainingModel, optimizer, aux_optimizer,
@@ -496,6 +595,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         average.model.load_state_dict(saved_average)
     shipped = average.model if average is not None else model
     trainer = model
+    trial = CompileTrial(model, cfg.compile if world == 1 else "off", device, log)
     if world > 1:
         # The quantiles only enter the auxiliary loss, outside DDP's forward.
         trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -556,8 +656,15 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         x = sampler.sample(cfg.batch)
         quality = (cfg.lowest_quality
                    + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - cfg.lowest_quality))
-        loss, out_ = training_step(trainer, model, optimizer, aux_optimizer, x, quality,
-                                   cfg.clip, world)
+        try:
+            loss, out_ = training_step(trial.trainer if world == 1 else trainer, model,
+                                       optimizer, aux_optimizer, x, quality, cfg.clip, world)
+        except Exception as error:   # noqa: BLE001 - only a compiled model's failure is retried
+            if not trial.failed(error):
+                raise
+            loss, out_ = training_step(model, model, optimizer, aux_optimizer, x, quality,
+                                       cfg.clip, world)
+        trial.step_done()
         if average is not None:
             average.update(model, step)
         step += 1
