@@ -395,3 +395,17 @@ def test_compiled_training_trains(folder, tmp_path):
     state = torch.load(train(config, log=messages.append), weights_only=True)
     assert state["step"] == 4 and not any("failed" in m for m in messages)
     assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_quality_balance_weighs_low_qualities_up():
+    """--balance weighs a crop's loss by (lambda / lambda of quality 4)^-exponent: 1 at the
+    middle quality, more below it, less above; exponent 0 is the plain mean."""
+    from vaecodec.networks import lambda_for_quality
+    from vaecodec.train import quality_balance
+
+    lam = lambda_for_quality(torch.tensor([0.0, 2.0, 4.0, 6.0, 8.0]))
+    weights = quality_balance(lam, 0.4)
+    assert torch.allclose(weights[2], torch.tensor(1.0))
+    assert torch.all(weights[:-1] > weights[1:])
+    assert torch.allclose(weights[0] * weights[-1], (lam[0] * lam[-1] / lam[2] ** 2) ** -0.4)
+    assert torch.equal(quality_balance(lam, 0.0), torch.ones(5))

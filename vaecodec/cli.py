@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--holdout", type=int, default=12, help="images kept for validation")
     sub.add_argument("--lowest-quality", type=float, default=LOWEST_QUALITY,
                      help="crops draw qualities from this one to the highest")
+    sub.add_argument("--balance", type=float, default=0.0,
+                     help="weigh each crop's loss by (lambda / middle lambda)^-BALANCE, so that "
+                          "the low qualities are not drowned out (0: the plain mean)")
     sub.add_argument("--kodak", default="", help="evaluation images to report on (never trained on)")
     sub.add_argument("--kodak-every", type=int, default=5000)
     sub.add_argument("--save-replicas", action="store_true",
@@ -248,7 +251,7 @@ def run(args) -> int:
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
                           average=args.average, context=args.context, bf16=args.bf16, compile=args.compile,
-                          lowest_quality=args.lowest_quality)
+                          lowest_quality=args.lowest_quality, balance=args.balance)
         from tqdm import tqdm
 
         # Messages on lines of their own, not run into the progress bar (a log that drops the

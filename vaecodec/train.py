@@ -75,6 +75,7 @@ class TrainConfig:
     # the qualities below the lowest gain level are trained too (runs before session 8 drew
     # from 1).
     lowest_quality: float = LOWEST_QUALITY
+    balance: float = 0.0          # exponent of quality_balance; 0: the plain mean (to session 8)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -261,11 +262,11 @@ class WeightAverage:
 
 class CompileTrial:
     """Which of the model and its torch.compile'd version (one that fuses the element-wise
-    layers into fewer kernels) trains faster here, measured on the run's own steps: `steps`
+    layers into fewer kernels) trains faster here, measured on the run's own steps: STEPS
     timed eager steps, then the compilation and as many timed compiled steps. The compiled
-    model stays only if it is MARGIN times as fast; if compiling fails, training goes on eagerly.
-    Every step of the trial trains, so only the compilation's time is spent on the question.
-    `mode` "on" compiles at once without measuring."""
+    model stays only if it is MARGIN times as fast; if compiling fails, training goes on
+    eagerly. Every step of the trial trains, so only the compilation's time is spent on the
+    question. `mode` "on" compiles at once without measuring; "off" never compiles."""
 
     SETTLE = 10     # steps before timing (cuDNN picks its algorithms; the compilation runs)
     STEPS = 100     # timed steps of each
@@ -509,20 +510,35 @@ def build_training(widths: ModelConfig, context: bool, bf16: bool, device, lr: f
             torch.optim.Adam(aux, lr=aux_lr, fused=fused))
 
 
+def quality_balance(lam: torch.Tensor, exponent: float) -> torch.Tensor:
+    """The weight of each crop's loss: (lambda / lambda of the middle quality)^-exponent.
+
+    A crop's loss, and more so its gradient, grows steeply with lambda (at msh96b's state the
+    gradient at quality 8 is ~40 times as long as at quality 0, and points elsewhere), so an
+    unweighted mean trains mostly the high qualities. A rate-distortion curve is judged in
+    relative rate at every quality alike, and the rate grows about as lambda^0.4 here, so an
+    exponent near 0.4 weighs a 1% saving at every quality about alike."""
+    if not exponent:
+        return torch.ones_like(lam)
+    middle = lambda_for_quality(MAX_QUALITY / 2).to(lam.device)
+    return (lam / middle) ** -exponent
+
+
 def training_step(trainer: nn.Module, model: TrainingModel, optimizer, aux_optimizer,
                   x: torch.Tensor, quality: torch.Tensor, clip: float,
-                  world: int = 1) -> tuple[torch.Tensor, dict]:
-    """One step of the rate-distortion loss (bpp + lambda * 255^2 * MSE per crop, averaged)
-    with gradient clipping, then one of the entropy bottleneck's auxiliary loss. `trainer` is
-    `model`, or its DistributedDataParallel wrapper in a run of `world` processes. Returns the
-    loss and the model's outputs, left on the device."""
+                  world: int = 1, balance: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """One step of the rate-distortion loss (bpp + lambda * 255^2 * MSE per crop, weighted by
+    `quality_balance` and averaged) with gradient clipping, then one of the entropy
+    bottleneck's auxiliary loss. `trainer` is `model`, or its DistributedDataParallel wrapper
+    in a run of `world` processes. Returns the loss and the model's outputs, left on the
+    device."""
     import torch.distributed as dist
 
     if model.bf16:
         x = x.contiguous(memory_format=torch.channels_last)
     out = trainer(x, quality.to(x.device))
     lam = lambda_for_quality(quality).to(x.device)
-    loss = (out["bpp"] + lam * 255**2 * out["mse"]).mean()
+    loss = (quality_balance(lam, balance) * (out["bpp"] + lam * 255**2 * out["mse"])).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], clip)
@@ -658,12 +674,13 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                    + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - cfg.lowest_quality))
         try:
             loss, out_ = training_step(trial.trainer if world == 1 else trainer, model,
-                                       optimizer, aux_optimizer, x, quality, cfg.clip, world)
+                                       optimizer, aux_optimizer, x, quality, cfg.clip, world,
+                                       cfg.balance)
         except Exception as error:   # noqa: BLE001 - only a compiled model's failure is retried
             if not trial.failed(error):
                 raise
             loss, out_ = training_step(model, model, optimizer, aux_optimizer, x, quality,
-                                       cfg.clip, world)
+                                       cfg.clip, world, cfg.balance)
         trial.step_done()
         if average is not None:
             average.update(model, step)

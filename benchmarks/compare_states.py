@@ -1,0 +1,92 @@
+"""Compare training states on photos, never on Kodak: mean estimated bpp and PSNR at qualities
+0-8, and each state's BD-rate on PSNR against the first one (overall, low and high half).
+
+    python benchmarks/compare_states.py checkpoints/msh96-train.npz runs/a/checkpoint.pt \
+        runs/b/checkpoint.pt [--every 25] [--widths 96,160,96] [--json out.json]
+
+The photos are the training's 12 held-out ones plus every `--every`-th training photo, shrunk
+to at most 512 pixels: twelve photos at four qualities (the training's own validation) cannot
+resolve the ~1% that a CPU session's training moves. A training photo counts no more for a
+state that trained on it than for another that did too, so it serves to compare runs on the
+same data. States are compact training states (.npz, `vaecodec export --training-state`) or
+training checkpoints (.pt, whose shipped weights are compared); rates are estimated from the
+likelihoods with hard rounding (the codec's files come within ~1% of them).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vaecodec.metrics import bd_rate  # noqa: E402
+from vaecodec.networks import ModelConfig  # noqa: E402
+from vaecodec.train import (  # noqa: E402
+    TrainConfig, TrainingModel, list_images, load_compact_state, load_validation_images,
+    save_compact_state, split_holdout, validate,
+)
+
+QUALITIES = tuple(range(9))
+
+
+def load_state(path: Path, widths: ModelConfig, context: bool) -> TrainingModel:
+    """A TrainingModel holding a compact state or a checkpoint's shipped weights, both in the
+    compact state's float16, so that states are compared on equal terms."""
+    model = TrainingModel(widths, context)
+    if path.suffix != ".npz":
+        with tempfile.TemporaryDirectory() as folder:
+            load_compact_state(model, save_compact_state(path, Path(folder) / "state.npz"))
+    else:
+        load_compact_state(model, path)
+    return model
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("states", nargs="+", type=Path)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"))
+    parser.add_argument("--every", type=int, default=25, help="every n-th training photo too")
+    parser.add_argument("--widths", default="96,160,96")
+    parser.add_argument("--context", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    training, held_out = split_holdout(list_images(args.data), TrainConfig.holdout)
+    images = load_validation_images(held_out + training[::args.every])
+    widths = ModelConfig(*(int(v) for v in args.widths.split(",")))
+    print(f"{len(images)} photos ({len(held_out)} held out), qualities {QUALITIES[0]}-{QUALITIES[-1]}")
+    curves = {}
+    for path in args.states:
+        with torch.no_grad():
+            result = validate(load_state(path, widths, args.context), images, QUALITIES)
+        curves[str(path)] = {"bpp": [result[f"q{q}_bpp"] for q in QUALITIES],
+                             "psnr": [result[f"q{q}_psnr"] for q in QUALITIES]}
+        print(path, " ".join(f"q{q} {b:.4f}/{p:.3f}" for q, b, p in
+                             zip(QUALITIES, curves[str(path)]["bpp"], curves[str(path)]["psnr"])),
+              flush=True)
+    base = curves[str(args.states[0])]
+    middle = len(QUALITIES) // 2
+    for path in args.states[1:]:
+        curve = curves[str(path)]
+
+        def bd(part):
+            return bd_rate(base["bpp"][part], base["psnr"][part], curve["bpp"][part],
+                           curve["psnr"][part])
+
+        curve["bd_rate"] = {"all": bd(slice(None)), "low": bd(slice(None, middle + 1)),
+                            "high": bd(slice(middle, None))}
+        print(f"{path}: BD-rate against {args.states[0]}: {curve['bd_rate']['all']:+.2f}% "
+              f"(q0-{middle} {curve['bd_rate']['low']:+.2f}%, "
+              f"q{middle}-{QUALITIES[-1]} {curve['bd_rate']['high']:+.2f}%)")
+    if args.json:
+        args.json.write_text(json.dumps({"photos": len(images), "qualities": QUALITIES,
+                                         "curves": curves}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
