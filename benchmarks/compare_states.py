@@ -58,7 +58,8 @@ def main() -> int:
     training, held_out = split_holdout(list_images(args.data), TrainConfig.holdout)
     images = load_validation_images(held_out + training[::args.every])
     widths = ModelConfig(*(int(v) for v in args.widths.split(",")))
-    print(f"{len(images)} photos ({len(held_out)} held out), qualities {QUALITIES[0]}-{QUALITIES[-1]}")
+    print(f"{len(images)} photos ({len(held_out)} held out), "
+          f"qualities {QUALITIES[0]}-{QUALITIES[-1]}")
     curves = {}
     for path in args.states:
         with torch.no_grad():

@@ -250,8 +250,9 @@ def run(args) -> int:
                           threads=args.threads, seed=args.seed, N=n, M=m, H=h,
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
-                          average=args.average, context=args.context, bf16=args.bf16, compile=args.compile,
-                          lowest_quality=args.lowest_quality, balance=args.balance)
+                          average=args.average, context=args.context, bf16=args.bf16,
+                          compile=args.compile, lowest_quality=args.lowest_quality,
+                          balance=args.balance)
         from tqdm import tqdm
 
         # Messages on lines of their own, not run into the progress bar (a log that drops the
