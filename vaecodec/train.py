@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .architecture import LOWEST_QUALITY
+from .architecture import LOWEST_QUALITY, quality_lambda
 from .networks import (
     GDN, LOG_SCALE_STEP, MAX_QUALITY, SCALE_MAX, SCALE_MIN, CheckerboardContext, HyperpriorVAE,
     ModelConfig, gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
@@ -274,10 +274,8 @@ class CompileTrial:
 
     def __init__(self, model: nn.Module, mode: str, device: str, log):
         self.model, self.device, self.log = model, device, log
-        self.trainer = model
-        self.phase = {"on": "compiled", "auto": "eager"}.get(mode, "done")
-        if mode == "on":
-            self.trainer = torch.compile(model)
+        self.trainer = torch.compile(model) if mode == "on" else model
+        self.phase = "eager" if mode == "auto" else "done"
         self.count, self.started, self.eager_rate = 0, 0.0, 0.0
 
     def _clock(self) -> float:
@@ -285,19 +283,22 @@ class CompileTrial:
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def failed(self, error: Exception) -> bool:
-        """Called when a step raised: True (after going back to the eager model) if the
-        compiled model raised it, so that the step can be taken again."""
-        if self.trainer is self.model:
-            return False
-        self.log(f"torch.compile failed, training on eagerly: {str(error).splitlines()[0]}")
-        self.trainer, self.phase = self.model, "done"
-        return True
+    def step(self, take_step):
+        """`take_step(trainer)` with the model in use, then the trial's timing, compiling and
+        deciding. A step the compiled model failed is taken again eagerly, for good."""
+        try:
+            result = take_step(self.trainer)
+        except Exception as error:   # noqa: BLE001 - only a compiled model's failure is retried
+            if self.trainer is self.model:
+                raise
+            self.log(f"torch.compile failed, training on eagerly: {str(error).splitlines()[0]}")
+            self.trainer, self.phase = self.model, "done"
+            result = take_step(self.trainer)
+        if self.phase != "done":
+            self._count()
+        return result
 
-    def step_done(self) -> None:
-        """Count a step; time, compile and decide as the trial goes."""
-        if self.phase not in ("eager", "timing compiled"):
-            return
+    def _count(self) -> None:
         self.count += 1
         if self.count == self.SETTLE:
             self.started = self._clock()
@@ -520,8 +521,7 @@ def quality_balance(lam: torch.Tensor, exponent: float) -> torch.Tensor:
     exponent near 0.4 weighs a 1% saving at every quality about alike."""
     if not exponent:
         return torch.ones_like(lam)
-    middle = lambda_for_quality(MAX_QUALITY / 2).to(lam.device)
-    return (lam / middle) ** -exponent
+    return (lam / quality_lambda(MAX_QUALITY / 2)) ** -exponent
 
 
 def training_step(trainer: nn.Module, model: TrainingModel, optimizer, aux_optimizer,
@@ -611,10 +611,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         average.model.load_state_dict(saved_average)
     shipped = average.model if average is not None else model
     trainer = model
-    trial = CompileTrial(model, cfg.compile if world == 1 else "off", device, log)
     if world > 1:
         # The quantiles only enter the auxiliary loss, outside DDP's forward.
         trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    trial = CompileTrial(trainer, cfg.compile if world == 1 else "off", device, log)
 
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
     sampler = CropSampler(train_paths, cfg.patch, generator, device)
@@ -672,16 +672,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         x = sampler.sample(cfg.batch)
         quality = (cfg.lowest_quality
                    + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - cfg.lowest_quality))
-        try:
-            loss, out_ = training_step(trial.trainer if world == 1 else trainer, model,
-                                       optimizer, aux_optimizer, x, quality, cfg.clip, world,
-                                       cfg.balance)
-        except Exception as error:   # noqa: BLE001 - only a compiled model's failure is retried
-            if not trial.failed(error):
-                raise
-            loss, out_ = training_step(model, model, optimizer, aux_optimizer, x, quality,
-                                       cfg.clip, world, cfg.balance)
-        trial.step_done()
+        loss, out_ = trial.step(lambda trainer: training_step(
+            trainer, model, optimizer, aux_optimizer, x, quality, cfg.clip, world, cfg.balance))
         if average is not None:
             average.update(model, step)
         step += 1
