@@ -1,15 +1,16 @@
 """Compare training states on photos, never on Kodak: mean estimated bpp and PSNR at qualities
 0-8, and each state's BD-rate on PSNR against the first one (overall, low and high half).
 
-    python benchmarks/compare_states.py checkpoints/msh96-train.npz runs/a/checkpoint.pt \
+    python benchmarks/compare_states.py vaecodec/weights/msh96c.npz runs/a/checkpoint.pt \
         runs/b/checkpoint.pt [--every 25] [--widths 96,160,96] [--json out.json]
 
 The photos are the training's 12 held-out ones plus every `--every`-th training photo, shrunk
 to at most 512 pixels: twelve photos at four qualities (the training's own validation) cannot
 resolve the ~1% that a CPU session's training moves. A training photo counts no more for a
 state that trained on it than for another that did too, so it serves to compare runs on the
-same data. States are compact training states (.npz, `vaecodec export --training-state`) or
-training checkpoints (.pt, whose shipped weights are compared); rates are estimated from the
+same data. States are shipped weights files that carry their training state (exported since
+session 10), compact training states (.npz, such as the older checkpoints/msh96-train.npz) or
+training checkpoints (.pt, exported as they would ship); rates are estimated from the
 likelihoods with hard rounding (the codec's files come within ~1% of them).
 """
 
@@ -28,19 +29,20 @@ from vaecodec.metrics import bd_rate  # noqa: E402
 from vaecodec.networks import ModelConfig  # noqa: E402
 from vaecodec.train import (  # noqa: E402
     TrainConfig, TrainingModel, list_images, load_compact_state, load_validation_images,
-    save_compact_state, split_holdout, validate,
+    split_holdout, validate,
 )
+from vaecodec.weights import export  # noqa: E402
 
 QUALITIES = tuple(range(9))
 
 
 def load_state(path: Path, widths: ModelConfig, context: bool) -> TrainingModel:
-    """A TrainingModel holding a compact state or a checkpoint's shipped weights, both in the
-    compact state's float16, so that states are compared on equal terms."""
+    """A TrainingModel holding a weights file's or a compact state's networks, or a
+    checkpoint's exported as they would ship, so that states are compared on equal terms."""
     model = TrainingModel(widths, context)
     if path.suffix != ".npz":
         with tempfile.TemporaryDirectory() as folder:
-            load_compact_state(model, save_compact_state(path, Path(folder) / "state.npz"))
+            load_compact_state(model, export(path, Path(folder) / "weights.npz"))
     else:
         load_compact_state(model, path)
     return model

@@ -59,6 +59,39 @@ def test_compact_state_continues_training(folder, tmp_path):
     assert state["step"] == 3
 
 
+def test_shipped_weights_carry_the_state_that_continues_training(folder, tmp_path):
+    import json
+
+    from vaecodec import weights
+    from vaecodec.errors import ModelMismatchError
+    from vaecodec.networks import ModelConfig
+    from vaecodec.train import TrainingModel, load_compact_state, shipped_state
+
+    checkpoint = train(tiny(folder, tmp_path / "w", 2), log=lambda *_: None)
+    exported = weights.export(checkpoint, tmp_path / "tiny.npz")
+    model = TrainingModel(ModelConfig(8, 8, 8))
+    assert load_compact_state(model, exported)[0] == 2
+    # Every tensor, the float hyper-synthesis (unfolded from the integer network's layers) and
+    # the entropy bottleneck included, is the checkpoint's to float16 precision.
+    original = shipped_state(torch.load(checkpoint, weights_only=True))
+    assert model.state_dict().keys() == original.keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.allclose(tensor.float(), original[name].float(), rtol=2e-3, atol=1e-4), name
+    config = tiny(folder, tmp_path / "w2", 3)
+    config.init = str(exported)
+    assert torch.load(train(config, log=lambda *_: None), weights_only=True)["step"] == 3
+
+    # Files exported before the state was added say so.
+    with np.load(exported) as file:
+        arrays = {name: file[name] for name in file.files if not name.startswith("train.")}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    del meta["hyper_modules"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(ModelMismatchError, match="no training state"):
+        load_compact_state(model, tmp_path / "old.npz")
+
+
 def test_exported_weights_code_an_image(folder, tmp_path, monkeypatch):
     from vaecodec import codec, weights
 

@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    sub.add_argument("--init", default="", help="start from a compact training state "
-                     "(vaecodec export --training-state) when OUT has no checkpoint")
+    sub.add_argument("--init", default="", help="start from a shipped weights file (one "
+                     "exported since session 10) or a compact training state, when OUT has "
+                     "no checkpoint")
     sub.add_argument("--minutes", type=float,
                      help="train for this many minutes, with the learning-rate schedule spread "
                           "over them (--steps then only caps the run); stops with a checkpoint")
@@ -141,11 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int)
     sub.add_argument("--repeats", type=int, help="timing repeats (default 3, quick 1)")
 
-    sub = commands.add_parser("export", help="turn a training checkpoint into shipped weights")
+    sub = commands.add_parser("export", help="turn a training checkpoint into shipped weights "
+                              "(which a later `train --init` can continue from)")
     sub.add_argument("checkpoint", type=Path)
     sub.add_argument("output", type=Path)
-    sub.add_argument("--training-state", type=Path,
-                     help="also write the model's training state (float16) for a later --init")
     return parser
 
 
@@ -280,10 +280,6 @@ def run(args) -> int:
         from .weights import export
 
         print(export(args.checkpoint, args.output))
-        if args.training_state:
-            from .train import save_compact_state
-
-            print(save_compact_state(args.checkpoint, args.training_state))
         return 0
     raise AssertionError(args.command)
 

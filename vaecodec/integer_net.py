@@ -163,6 +163,15 @@ def fold_scale_index(weight: np.ndarray, bias: np.ndarray, latent_channels: int)
     return weight, bias
 
 
+def unfold_scale_index(weight: np.ndarray, bias: np.ndarray, latent_channels: int):
+    """The inverse of `fold_scale_index`: the last layer's scale outputs back in log-scales."""
+    weight, bias = weight.astype(np.float64).copy(), bias.astype(np.float64).copy()
+    m = latent_channels
+    weight[m:] *= LOG_SCALE_STEP
+    bias[m:] = bias[m:] * LOG_SCALE_STEP + np.log(SCALE_MIN)
+    return weight, bias
+
+
 def scale_table() -> np.ndarray:
     """The standard deviations that scale indices 0..SCALE_LEVELS-1 stand for."""
     return np.exp(np.log(SCALE_MIN) + LOG_SCALE_STEP * np.arange(SCALE_LEVELS))

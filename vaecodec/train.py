@@ -68,7 +68,7 @@ class TrainConfig:
     bf16: bool = False            # g_a and g_s in bfloat16, channels-last (GPU tensor cores)
     compile: str = "off"          # torch.compile the model: "on", "off", or "auto" (CompileTrial)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
-    init: str = ""                # a compact training state to start from (see save_compact_state)
+    init: str = ""                # a training state to start from (see load_compact_state)
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
     kodak_every: int = 5000
     # Crops draw qualities from here to MAX_QUALITY: by default the codec's whole scale, so that
@@ -379,15 +379,11 @@ def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
     continue training (with a fresh optimizer)."""
     import json
 
+    from .weights import compact_array
+
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    arrays = {}
-    for name, tensor in shipped_state(state).items():
-        array = tensor.numpy()
-        # Small tensors stay in float32: they cost little, and among them are constants that
-        # float16 cannot hold (the bottleneck's likelihood bound, 1e-9, would become 0).
-        if array.dtype == np.float32 and array.size >= 10_000:
-            array = array.astype(np.float16)
-        arrays[f"state.{name}"] = array
+    arrays = {f"state.{name}": compact_array(tensor.numpy())
+              for name, tensor in shipped_state(state).items()}
     meta = {"step": state["step"], "seconds": state["seconds"], "config": state["config"]}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     out = Path(out)
@@ -460,15 +456,22 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
 
 
 def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
-    """Load a `save_compact_state` file into `model`; returns (step, seconds) it had reached.
+    """Load a `save_compact_state` file, or a shipped weights file that carries its training
+    state (`weights.training_state`), into `model`; returns (step, seconds) it had reached.
     A state of a narrower model is widened to `model`'s widths (see `widen_state`)."""
     import json
 
+    from .weights import training_state
+
     with np.load(path, allow_pickle=False) as arrays:
         meta = json.loads(arrays["meta"].tobytes().decode())
-        state = {name[len("state."):]: torch.from_numpy(arrays[name].astype(
-            np.float32 if arrays[name].dtype == np.float16 else arrays[name].dtype))
-            for name in arrays.files if name.startswith("state.")}
+        state = {name[len("state."):]: arrays[name]
+                 for name in arrays.files if name.startswith("state.")}
+    if "hyper_layers" in meta:      # a shipped weights file
+        state, meta = training_state(path)
+        meta = {"step": meta["step"], "seconds": meta["train_seconds"]}
+    state = {name: torch.from_numpy(array.astype(np.float32) if array.dtype == np.float16
+                                    else array) for name, array in state.items()}
     current = model.state_dict()
     if any(current[name].shape != tensor.shape for name, tensor in state.items()
            if name.startswith("vae.")):

@@ -5,6 +5,9 @@ holds the float networks in float16, the hyper-synthesis already folded for inte
 (and the context model's networks, for a model with one), the integer entropy tables for z and
 y, and a JSON metadata record. NumPy's format is used
 rather than safetensors because NumPy is already a dependency and gives the same guarantee.
+Files exported since session 10 also carry what training needs beyond those (`train.*`: the
+entropy bottleneck's float parameters, ~25 KB), so that one file both codes and continues
+training (`training_state`), and a new model costs the history one file instead of two.
 
 A file's identity is its model id plus the first 8 bytes of the SHA-256 of the weights file;
 both are written into every `.vae` header, so a file is never decoded with other weights.
@@ -161,8 +164,16 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
 
     arrays.update(gaussian_tables(scale_table()).to_arrays("y"))
     arrays.update(factorized_tables(model.z_prior).to_arrays("z"))
+    # The rest of the training state: the float h_s is the hyper layers above with the fold
+    # undone, so only the bottleneck (and a context model's float layers) are added.
+    for name, tensor in model.state_dict().items():
+        if name.startswith(("z_prior.", "context.")):
+            arrays[f"train.{name}"] = compact_array(tensor.numpy())
+    hyper_modules = [f"h_s.{i}" for i, module in enumerate(model.vae.h_s)
+                     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))]
     meta = {"config": cfg.to_dict(), "hyper_layers": hyper_layers, "step": state["step"],
-            "train_seconds": state["seconds"], "train_config": config, **(notes or {})}
+            "train_seconds": state["seconds"], "train_config": config,
+            "hyper_modules": hyper_modules, **(notes or {})}
     if model.context is not None:
         # Only convolutions, with a ReLU after all but the last; coded by the integer network.
         for prefix, key in (("context", "context_layers"),
@@ -180,6 +191,40 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
     np.savez_compressed(buffer, **arrays)
     out.write_bytes(buffer.getvalue())
     return out
+
+
+def compact_array(array: np.ndarray) -> np.ndarray:
+    """A float32 array as kept in a training state: float16 when large. Small tensors stay in
+    float32: they cost little, and among them are constants that float16 cannot hold (the
+    bottleneck's likelihood bound, 1e-9, would become 0)."""
+    if array.dtype == np.float32 and array.size >= 10_000:
+        return array.astype(np.float16)
+    return array
+
+
+def training_state(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The training state a weights file carries: every tensor of `train.TrainingModel`'s state
+    dict as a NumPy array, and the file's metadata. The networks are the shipped float16 ones,
+    so a run that starts from them starts from exactly the model that codes. Raises
+    ModelMismatchError for files exported before session 10, which carry none."""
+    from .integer_net import unfold_scale_index
+
+    with np.load(path, allow_pickle=False) as file:
+        arrays = dict(file)
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    if "hyper_modules" not in meta:
+        raise ModelMismatchError(f"{path} carries no training state (exported before session 10)")
+    state = {name: array for name, array in arrays.items() if name.startswith("vae.")}
+    state.update({name[len("train."):]: array for name, array in arrays.items()
+                  if name.startswith("train.")})
+    modules = meta["hyper_modules"]
+    for i, module in enumerate(modules):
+        weight, bias = arrays[f"hyper.{i}.weight"], arrays[f"hyper.{i}.bias"]
+        if i == len(modules) - 1:
+            weight, bias = unfold_scale_index(weight, bias, meta["config"]["M"])
+        state[f"vae.{module}.weight"] = weight.astype(np.float32)
+        state[f"vae.{module}.bias"] = bias.astype(np.float32)
+    return state, meta
 
 
 def factorized_tables(z_prior) -> TableSet:
