@@ -1,7 +1,8 @@
 """Files written with earlier shipped weights still decode after new weights become the default.
 
-The files in tests/compat were written by `vaecodec.compress(crop, quality=q, model="msh96")`
-(the default model of sessions 4 to 7) from the test crop of kodim23.
+The files in tests/compat were written by `vaecodec.compress(crop, quality=q, model=m)` from the
+test crop of kodim23, with each earlier default model: msh96 (sessions 4 to 7) and msh96b
+(sessions 8 and 9).
 """
 
 from pathlib import Path
@@ -17,18 +18,19 @@ from .conftest import psnr
 COMPAT = Path(__file__).parent / "compat"
 
 
-@pytest.mark.parametrize("quality, version, min_psnr", [(0, 3, 26.5), (1, 2, 29.5)])
-def test_files_of_the_earlier_default_model_decode(crop, quality, version, min_psnr):
-    data = (COMPAT / f"msh96-kodim23-crop-q{quality}.vae").read_bytes()
+@pytest.mark.parametrize("model, quality, version, min_psnr", [
+    ("msh96", 0, 3, 26.5), ("msh96", 1, 2, 29.5), ("msh96b", 0, 3, 27.0), ("msh96b", 1, 2, 30.0)])
+def test_files_of_earlier_default_models_decode(crop, model, quality, version, min_psnr):
+    data = (COMPAT / f"{model}-kodim23-crop-q{quality}.vae").read_bytes()
     header = vaecodec.info(data)
-    assert (header["model"], header["format_version"]) == ("msh96", version)
-    assert DEFAULT_MODEL != "msh96"
+    assert (header["model"], header["format_version"]) == (model, version)
+    assert DEFAULT_MODEL != model
     image = np.asarray(vaecodec.decompress(data))
     assert image.shape == crop.shape
     assert psnr(image, crop) > min_psnr
 
 
-def test_new_files_use_the_default_model_and_beat_the_earlier_one(crop):
+def test_new_files_use_the_default_model_and_beat_the_first_one(crop):
     for quality in (0, 1):
         old = (COMPAT / f"msh96-kodim23-crop-q{quality}.vae").read_bytes()
         new = vaecodec.compress(crop, quality=quality)

@@ -19,9 +19,9 @@ import vaecodec  # noqa: E402
 from vaecodec import codec, format as vae_format, integer_net, weights  # noqa: E402
 from vaecodec.errors import FormatError  # noqa: E402
 
-from .conftest import MIN_PSNR, ROOT, psnr  # noqa: E402
+from .conftest import MIN_PSNR, psnr  # noqa: E402
 
-TRAINING_STATE = ROOT / "checkpoints" / "msh96-train.npz"
+TRAINING_STATE = weights.available_models()[weights.DEFAULT_MODEL]   # carries its training state
 
 
 def export_model(folder, name, context_scale):
@@ -143,7 +143,7 @@ def test_mutated_files_of_a_context_model_decode_or_fail_cleanly(models, crop):
 
 
 def test_encoder_effort_refines_the_others_and_keeps_the_anchors(models, crop):
-    # quality 8: with msh96b's state and these random corrections, refining this crop at
+    # quality 8: with the default model's state and these random corrections, refining this crop at
     # qualities 2 and 5 finds no file both smaller and as good, so effort keeps the plain one
     plain = vaecodec.compress(crop, quality=8, model="random")
     refined = vaecodec.compress(crop, quality=8, model="random", effort=1)

@@ -92,6 +92,29 @@ def test_shipped_weights_carry_the_state_that_continues_training(folder, tmp_pat
         load_compact_state(model, tmp_path / "old.npz")
 
 
+def test_the_default_weights_continue_training_from_the_model_that_codes(crop):
+    """The training state in the default weights file is the model the codec runs: its
+    estimated rate and its image match a real file's (which adds the header, ~2% here, and
+    the integer hyper-synthesis' rounding of the means)."""
+    import vaecodec
+    from vaecodec import weights
+    from vaecodec.train import TrainingModel, load_compact_state
+
+    from .conftest import psnr
+
+    model = TrainingModel(weights.load_model().config).eval()
+    load_compact_state(model, weights.available_models()[weights.DEFAULT_MODEL])
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        out = model(x, torch.tensor([4.0]))
+    data = vaecodec.compress(crop, quality=4, postfilter=False)
+    real_bpp = 8 * len(data) / (crop.shape[0] * crop.shape[1])
+    assert abs(float(out["bpp"]) - real_bpp) < 0.05 * real_bpp
+    estimated = (out["x_hat"][0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
+    decoded = np.asarray(vaecodec.decompress(data))
+    assert abs(psnr(estimated, crop) - psnr(decoded, crop)) < 0.2
+
+
 def test_exported_weights_code_an_image(folder, tmp_path, monkeypatch):
     from vaecodec import codec, weights
 

@@ -31,8 +31,9 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
-# earlier version keeps the weights it names (msh96: sessions 4-7; msh96b: session 8).
-DEFAULT_MODEL = "msh96b"
+# earlier version keeps the weights it names (msh96: sessions 4-7; msh96b: sessions 8-9;
+# msh96c: session 10).
+DEFAULT_MODEL = "msh96c"
 
 
 def available_models() -> dict[str, Path]:
