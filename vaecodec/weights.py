@@ -149,7 +149,10 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
         if not name.startswith("h_s."):
             arrays[f"vae.{name}"] = tensor.numpy().astype(np.float16)
 
-    convs = [m for m in model.vae.h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    # Their names in h_s, so that `training_state` can put the float layers back.
+    hyper_modules = [f"h_s.{i}" for i, module in enumerate(model.vae.h_s)
+                     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))]
+    convs = [model.vae.get_submodule(name) for name in hyper_modules]
     hyper_layers = []
     for i, module in enumerate(convs):
         weight = module.weight.detach().numpy()
@@ -170,8 +173,6 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
     for name, tensor in model.state_dict().items():
         if name.startswith(("z_prior.", "context.")):
             arrays[f"train.{name}"] = compact_array(tensor.numpy())
-    hyper_modules = [f"h_s.{i}" for i, module in enumerate(model.vae.h_s)
-                     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))]
     meta = {"config": cfg.to_dict(), "hyper_layers": hyper_layers, "step": state["step"],
             "train_seconds": state["seconds"], "train_config": config,
             "hyper_modules": hyper_modules, **(notes or {})}
