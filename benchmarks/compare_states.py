@@ -1,7 +1,7 @@
 """Compare training states on photos, never on Kodak: mean estimated bpp and PSNR at qualities
 0-8, and each state's BD-rate on PSNR against the first one (overall, low and high half).
 
-    python benchmarks/compare_states.py vaecodec/weights/msh96c.npz runs/a/checkpoint.pt \
+    python benchmarks/compare_states.py vaecodec/weights/msh96d.npz runs/a/checkpoint.pt \
         runs/b/checkpoint.pt [--every 25] [--widths 96,160,96] [--json out.json]
 
 The photos are the training's 12 held-out ones plus every `--every`-th training photo, shrunk

@@ -32,8 +32,8 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
 # earlier version keeps the weights it names (msh96: sessions 4-7; msh96b: sessions 8-9;
-# msh96c: session 10).
-DEFAULT_MODEL = "msh96c"
+# msh96c: sessions 10-13; msh96d: session 14).
+DEFAULT_MODEL = "msh96d"
 
 
 def available_models() -> dict[str, Path]:
