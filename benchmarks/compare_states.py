@@ -36,16 +36,17 @@ from vaecodec.weights import export  # noqa: E402
 QUALITIES = tuple(range(9))
 
 
-def load_state(path: Path, widths: ModelConfig, context: bool) -> TrainingModel:
+def load_state(path: Path, widths: ModelConfig, context: bool) -> tuple[TrainingModel, int, float]:
     """A TrainingModel holding a weights file's or a compact state's networks, or a
-    checkpoint's exported as they would ship, so that states are compared on equal terms."""
+    checkpoint's exported as they would ship, so that states are compared on equal terms;
+    with the step and training seconds the state had reached."""
     model = TrainingModel(widths, context)
     if path.suffix != ".npz":
         with tempfile.TemporaryDirectory() as folder:
-            load_compact_state(model, export(path, Path(folder) / "weights.npz"))
+            step, seconds = load_compact_state(model, export(path, Path(folder) / "weights.npz"))
     else:
-        load_compact_state(model, path)
-    return model
+        step, seconds = load_compact_state(model, path)
+    return model, step, seconds
 
 
 def main() -> int:
@@ -64,11 +65,14 @@ def main() -> int:
           f"qualities {QUALITIES[0]}-{QUALITIES[-1]}")
     curves = {}
     for path in args.states:
+        model, step, seconds = load_state(path, widths, args.context)
         with torch.no_grad():
-            result = validate(load_state(path, widths, args.context), images, QUALITIES)
-        curves[str(path)] = {"bpp": [result[f"q{q}_bpp"] for q in QUALITIES],
+            result = validate(model, images, QUALITIES)
+        # a checkpoint's path names no step, and the same path holds other states later on
+        curves[str(path)] = {"step": step, "train_seconds": round(seconds),
+                             "bpp": [result[f"q{q}_bpp"] for q in QUALITIES],
                              "psnr": [result[f"q{q}_psnr"] for q in QUALITIES]}
-        print(path, " ".join(f"q{q} {b:.4f}/{p:.3f}" for q, b, p in
+        print(path, f"(step {step})", " ".join(f"q{q} {b:.4f}/{p:.3f}" for q, b, p in
                              zip(QUALITIES, curves[str(path)]["bpp"], curves[str(path)]["psnr"])),
               flush=True)
     base = curves[str(args.states[0])]
