@@ -56,15 +56,13 @@ image = codec.decompress(open(sys.argv[1], "rb").read(), backend=sys.argv[4])
 ENCODE = r"""
 import sys, numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]))
-from PIL import Image
 import vaecodec
 from vaecodec import codec
-from vaecodec.weights import load_model
+# Keep the symbols `compress` itself quantized, rather than running the analysis again.
+sent, quantize = [], codec.quantize
+codec.quantize = lambda *args: sent.append(quantize(*args)) or sent[-1]
 open(sys.argv[3], "wb").write(vaecodec.compress(sys.argv[1], quality=4, backend=sys.argv[4]))
-bundle = load_model()
-image = np.asarray(Image.open(sys.argv[1]).convert("RGB"))
-sent = codec.encode_latents(bundle, image, 4.0, codec.transforms_for(bundle, "cpu", "float32",
-                                                                      sys.argv[4]))
+(sent,) = sent
 np.savez(sys.argv[5], z=sent.z, residual=sent.residual, means=sent.means,
          scale_index=sent.scale_index)
 """
