@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from vaecodec.metrics import bd_rate  # noqa: E402
 from vaecodec.networks import ModelConfig  # noqa: E402
 from vaecodec.train import (  # noqa: E402
-    TrainConfig, TrainingModel, list_images, load_compact_state, load_validation_images,
-    split_holdout, validate,
+    TrainConfig, TrainingModel, carries_modulation, list_images, load_compact_state,
+    load_validation_images, split_holdout, validate,
 )
 from vaecodec.weights import export  # noqa: E402
 
@@ -39,12 +40,12 @@ QUALITIES = tuple(range(9))
 def load_state(path: Path, widths: ModelConfig, context: bool) -> tuple[TrainingModel, int, float]:
     """A TrainingModel holding a weights file's or a compact state's networks, or a
     checkpoint's exported as they would ship, so that states are compared on equal terms;
-    with the step and training seconds the state had reached."""
-    model = TrainingModel(widths, context)
-    if path.suffix != ".npz":
-        with tempfile.TemporaryDirectory() as folder:
-            step, seconds = load_compact_state(model, export(path, Path(folder) / "weights.npz"))
-    else:
+    with the step and training seconds the state had reached. Whether the model is modulated
+    is read off the state."""
+    with tempfile.TemporaryDirectory() as folder:
+        if path.suffix != ".npz":
+            path = export(path, Path(folder) / "weights.npz")
+        model = TrainingModel(replace(widths, modulated=carries_modulation(path)), context)
         step, seconds = load_compact_state(model, path)
     return model, step, seconds
 

@@ -32,11 +32,13 @@ EXTRAPOLATED_LEVELS_PER_UNIT = 2
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Widths of the networks. N: transform channels, M: latent channels, H: hyper channels."""
+    """Widths of the networks. N: transform channels, M: latent channels, H: hyper channels.
+    `modulated`: the transforms carry a per-quality modulation (see MODULATED_CONVOLUTIONS)."""
 
     N: int = 96
     M: int = 160
     H: int = 96
+    modulated: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +75,16 @@ def hyper_synthesis_layers(cfg: ModelConfig) -> list[tuple]:
     return [("deconv", h, m, 5, 2), ("relu",), ("deconv", m, m * 3 // 2, 5, 2), ("relu",),
             ("conv", m * 3 // 2, 2 * m, 3, 1)]
 
+
+# Per-quality modulation (models trained with `vaecodec train --modulation`, since session 17):
+# one learned log-scale per quality level and channel for three hidden layers of each
+# transform, interpolated between levels as the latent gains are. One set of transforms serves
+# every quality, and a low quality wants other features than a high one; the scales let each
+# quality re-weight them. In g_a the outputs of these convolutions are scaled (before their
+# GDN), in g_s the inputs of these transposed convolutions (after the IGDN before them). Either
+# way the scale folds into the convolution's weights, so coding runs the plain layer lists with
+# weights folded for its quality (`weights.fold_modulation`).
+MODULATED_CONVOLUTIONS = {"g_a": (0, 2, 4), "g_s": (2, 4, 6)}
 
 TRANSFORMS = {"g_a": analysis_layers, "g_s": synthesis_layers, "h_a": hyper_analysis_layers,
               "h_s": hyper_synthesis_layers}

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--context", action="store_true",
                      help="add a checkerboard context model (a run started with --init from a "
                           "state without one starts coding exactly as that state did)")
+    sub.add_argument("--modulation", action="store_true",
+                     help="per-quality modulation of the transforms (a run started with --init "
+                          "from a state without one starts coding exactly as that state did)")
+    sub.add_argument("--modulation-lr", type=float, default=1e-3,
+                     help="peak learning rate of the modulation's scales")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     sub.add_argument("--bf16", action="store_true",
                      help="run the inner layers of the image transforms in bfloat16 "
@@ -251,6 +256,7 @@ def run(args) -> int:
                           holdout=args.holdout, save_replicas=args.save_replicas,
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
                           average=args.average, context=args.context, bf16=args.bf16,
+                          modulation=args.modulation, modulation_lr=args.modulation_lr,
                           compile=args.compile, lowest_quality=args.lowest_quality,
                           balance=args.balance)
         from tqdm import tqdm

@@ -47,19 +47,22 @@ class Coded:
 
 
 class NumpyTransforms:
-    """The float transforms on the CPU with NumPy (the default: no torch import)."""
+    """The float transforms on the CPU with NumPy (the default: no torch import). A call names
+    the transform and, for g_a and g_s, the quality (which a modulated model's weights depend
+    on)."""
 
     def __init__(self, bundle: ModelBundle, dtype):
-        self.params = bundle.params_as(dtype)
-        self.config = bundle.config
+        self.bundle = bundle
         self.np_dtype = np.dtype(dtype)
 
-    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+    def __call__(self, name: str, x: np.ndarray, quality: float | None = None) -> np.ndarray:
         from . import numpy_backend
         from .architecture import TRANSFORMS
 
-        layers = TRANSFORMS[name](self.config)
-        return numpy_backend.run(layers, self.params, name, x.astype(self.np_dtype, copy=False))
+        layers = TRANSFORMS[name](self.bundle.config)
+        params = self.bundle.params_for(modulation_quality(self.bundle, name, quality),
+                                        self.np_dtype)
+        return numpy_backend.run(layers, params, name, x.astype(self.np_dtype, copy=False))
 
 
 class TorchTransforms:
@@ -72,13 +75,27 @@ class TorchTransforms:
         self.device = torch.device(device)
         self.np_dtype = np.dtype(dtype)
         self.dtype = getattr(torch, self.np_dtype.name)
-        self.vae = bundle.torch_model().to(self.device, self.dtype)
+        self.bundle = bundle
 
-    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+    def __call__(self, name: str, x: np.ndarray, quality: float | None = None) -> np.ndarray:
         torch = self.torch
+        vae = self.bundle.torch_model(modulation_quality(self.bundle, name, quality))
+        vae = vae.to(self.device, self.dtype)
         with torch.no_grad():
             tensor = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)[None]
-            return getattr(self.vae, name)(tensor)[0].cpu().numpy()
+            return getattr(vae, name)(tensor)[0].cpu().numpy()
+
+
+def modulation_quality(bundle: ModelBundle, name: str, quality: float | None) -> float | None:
+    """The quality whose weights transform `name` runs with: None for the transforms that no
+    modulation touches (h_a, or any of a model without modulation), which serve every quality."""
+    from .architecture import MODULATED_CONVOLUTIONS
+
+    if not bundle.config.modulated or name not in MODULATED_CONVOLUTIONS:
+        return None
+    if quality is None:
+        raise ValueError(f"model '{bundle.model_id}' is modulated: its {name} needs a quality")
+    return quality
 
 
 def transforms_for(bundle: ModelBundle, device: str, precision: str, backend: str | None):
@@ -161,10 +178,12 @@ def padded_image(rgb: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=dtype) / dtype(255)
 
 
-def analyze(bundle: ModelBundle, rgb: np.ndarray, transforms, tile: int = TILE) -> np.ndarray:
-    """The analysis transform: latents y (M, H/16, W/16) before the quality's gain."""
+def analyze(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
+            tile: int = TILE) -> np.ndarray:
+    """The analysis transform: latents y (M, H/16, W/16) before the quality's gain. Only a
+    modulated model's depend on the quality."""
     x = padded_image(rgb, transforms.np_dtype.type)
-    return tiled(lambda t: transforms("g_a", t), x, 1 / 16, tile, HALO)
+    return tiled(lambda t: transforms("g_a", t, quality), x, 1 / 16, tile, HALO)
 
 
 def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> Coded:
@@ -245,7 +264,7 @@ def decode_y(bundle: ModelBundle, data: bytes, z: np.ndarray, y_shape: tuple) ->
 def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
                    tile: int = TILE) -> Coded:
     """Analysis and quantization in one step."""
-    return quantize(bundle, analyze(bundle, rgb, transforms, tile), quality, transforms)
+    return quantize(bundle, analyze(bundle, rgb, quality, transforms, tile), quality, transforms)
 
 
 def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, quality: float,
@@ -285,7 +304,7 @@ def synthesize(bundle: ModelBundle, coded: Coded, quality: float, height: int, w
     """The decoder's image from the symbols: (height, width, 3) uint8."""
     _, inverse_gain = bundle.gains(quality)
     y_hat = (coded.residual[0] + coded.means[0] / MEAN_UNIT) * inverse_gain[:, None, None]
-    x_hat = tiled(lambda t: transforms("g_s", t), y_hat, 16, tile // 16, HALO // 16)
+    x_hat = tiled(lambda t: transforms("g_s", t, quality), y_hat, 16, tile // 16, HALO // 16)
     x_hat = np.clip(x_hat[:, :height, :width], 0, 1) * 255
     return np.ascontiguousarray(np.round(x_hat).astype(np.uint8).transpose(1, 2, 0))
 
@@ -330,7 +349,15 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
     source = imageio.prepare(image, max_pixels)
     bundle = load_model(model)
     transforms = transforms_for(bundle, device, precision, backend)
-    y = analyze(bundle, source.rgb, transforms, check_tile(tile))
+    tile = check_tile(tile)
+    analyzed = {}   # the latents of the last quality analysed (of any, for most models)
+
+    def latents(q: float) -> np.ndarray:
+        key = q if bundle.config.modulated else None
+        if key not in analyzed:
+            analyzed.clear()
+            analyzed[key] = analyze(bundle, source.rgb, q, transforms, tile)
+        return analyzed[key]
     extras = {}
     if source.alpha is not None:
         extras["alpha"] = zlib.compress(source.alpha.tobytes(), 9)
@@ -355,11 +382,11 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
         return vae_format.pack(header, sections)
 
     def encode(q: float, level: int = 0) -> tuple[bytes, Coded]:
-        coded = quantize(bundle, y, q, transforms)
+        coded = quantize(bundle, latents(q), q, transforms)
         data = finish(coded, q, need_image=level > 0)
         if level:
             plain_image = shown[q]
-            refined = refine(bundle, coded, y, source.rgb, q, level, transforms)
+            refined = refine(bundle, coded, latents(q), source.rgb, q, level, transforms)
             refined_data = finish(refined, q, need_image=True)
             # Refinement never makes a file larger or its image worse.
             if (len(refined_data) <= len(data)

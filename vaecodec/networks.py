@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .architecture import (
     CONTEXT_TRANSFORMS, EXTRAPOLATED_LEVELS_PER_UNIT, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY,
-    QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS, ModelConfig, anchor_mask,
+    MODULATED_CONVOLUTIONS, QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS, ModelConfig, anchor_mask,
     initial_log_gains,
 )
 
@@ -88,8 +88,17 @@ def build(layers: list[tuple]) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
+def interpolate_levels(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """A per-level table (..., levels, C) at a batch of qualities: (..., B, C), linear between
+    the two neighbouring levels (extended below MIN_QUALITY), as the codec interpolates."""
+    low, frac = quality_weights(quality.reshape(-1))
+    frac = frac[:, None]
+    return table[..., low, :] * (1 - frac) + table[..., low + 1, :] * frac
+
+
 class HyperpriorVAE(nn.Module):
-    """The four transforms plus the per-quality gain vectors."""
+    """The four transforms plus the per-quality gain vectors (and, for a modulated model, the
+    per-quality scales of MODULATED_CONVOLUTIONS)."""
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
@@ -100,19 +109,38 @@ class HyperpriorVAE(nn.Module):
         start = torch.tensor(initial_log_gains(), dtype=torch.float32).expand(-1, cfg.M)
         self.log_gain = nn.Parameter(start.clone())
         self.log_inverse_gain = nn.Parameter(-start.clone())
+        if cfg.modulated:
+            # Zero: every quality starts with the plain transforms.
+            self.log_modulation = nn.ParameterDict({
+                name: nn.Parameter(torch.zeros(len(layers), len(QUALITY_LAMBDAS), cfg.N))
+                for name, layers in MODULATED_CONVOLUTIONS.items()})
+
+    def transform(self, name: str, x: torch.Tensor, quality: torch.Tensor,
+                  layers: range | None = None) -> torch.Tensor:
+        """Layers `layers` (default: all) of transform `name` at a batch of qualities, with the
+        per-quality modulation of a modulated model: in g_a after the modulated convolutions,
+        in g_s before them."""
+        sequence = getattr(self, name)
+        scales = {}
+        if self.cfg.modulated and name in MODULATED_CONVOLUTIONS:
+            quality = torch.as_tensor(quality, dtype=torch.float32, device=x.device)
+            logs = interpolate_levels(self.log_modulation[name], quality)
+            scales = {i: torch.exp(log)[:, :, None, None]
+                      for i, log in zip(MODULATED_CONVOLUTIONS[name], logs)}
+        for i in range(len(sequence)) if layers is None else layers:
+            if name == "g_s" and i in scales:
+                x = x * scales[i]
+            x = sequence[i](x)
+            if name == "g_a" and i in scales:
+                x = x * scales[i]
+        return x
 
     def gains(self, quality: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
         """Gain and inverse gain, shape (B, M, 1, 1), for one quality or a batch of them, as
         `ModelBundle.gains` gives them to the codec."""
         quality = torch.as_tensor(quality, dtype=torch.float32, device=self.log_gain.device)
-        low, frac = quality_weights(quality.reshape(-1))
-        frac = frac[:, None]
-
-        def interpolate(table: torch.Tensor) -> torch.Tensor:
-            mixed = table[low] * (1 - frac) + table[low + 1] * frac
-            return torch.exp(mixed)[:, :, None, None]
-
-        return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
+        return tuple(torch.exp(interpolate_levels(table, quality))[:, :, None, None]
+                     for table in (self.log_gain, self.log_inverse_gain))
 
     def clamp_parameters(self) -> None:
         for module in self.modules():

@@ -1,8 +1,9 @@
 """Rate control: the quality that meets a target file size, bpp or PSNR.
 
-The analysis transform does not depend on the quality (the gain comes after it), so it runs
-once; each probe of the search only redoes the gain, the hyper networks and the entropy coder
-(and, for a PSNR target, the synthesis). Qualities are searched on the file format's grid of
+For a model without per-quality modulation the analysis transform does not depend on the
+quality (the gain comes after it), so it runs once; each probe of the search only redoes the
+gain, the hyper networks and the entropy coder (and, for a PSNR target, the synthesis). A
+modulated model's analysis depends on the quality, so each of its probes reruns it too. Qualities are searched on the file format's grid of
 hundredths; file size and PSNR grow with quality, so the search keeps a bracket and probes
 by interpolation, falling back to bisection when interpolation stalls.
 """

@@ -64,7 +64,7 @@ def refine_residual(bundle, image: np.ndarray, height: int, width: int, y_gained
     def tensor(array):
         return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(device)
 
-    vae = bundle.torch_model().to(device, torch.float32)
+    vae = bundle.torch_model(quality).to(device, torch.float32)
     # Error is summed over the three channels: bits + lambda * 255^2 * MSE per pixel.
     lam = quality_lambda(quality) * 255**2 / 3
     mean = tensor(means[0] / MEAN_UNIT)

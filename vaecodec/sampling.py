@@ -74,15 +74,15 @@ def interpolate(first, second, steps: int = 8, quality: float = 4.0,
     b = np.asarray(b_image.resize((a.shape[1], a.shape[0]), Image.LANCZOS))
     bundle = load_model(model)
     transforms = codec.transforms_for(bundle, "cpu", "float32", None)
-    y_a = codec.analyze(bundle, a, transforms)
-    y_b = codec.analyze(bundle, b, transforms)
+    y_a = codec.analyze(bundle, a, quality, transforms)
+    y_b = codec.analyze(bundle, b, quality, transforms)
     gain, inverse_gain = bundle.gains(quality)
     height, width = a.shape[:2]
     images = []
     for t in np.linspace(0.0, 1.0, steps):
         y = np.round(((1 - t) * y_a + t * y_b) * gain[:, None, None])
         y_hat = y * inverse_gain[:, None, None]
-        x_hat = transforms("g_s", y_hat)[:, :height, :width]
+        x_hat = transforms("g_s", y_hat, quality)[:, :height, :width]
         rgb = np.round(np.clip(x_hat, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
         images.append(Image.fromarray(np.ascontiguousarray(rgb)))
     return images

@@ -23,7 +23,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .architecture import LOWEST_QUALITY, quality_lambda
+from .architecture import LOWEST_QUALITY, MODULATED_CONVOLUTIONS, quality_lambda
 from .networks import (
     GDN, LOG_SCALE_STEP, MAX_QUALITY, SCALE_MAX, SCALE_MIN, CheckerboardContext, HyperpriorVAE,
     ModelConfig, gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
@@ -65,6 +65,10 @@ class TrainConfig:
     M: int = 160
     H: int = 96
     context: bool = False         # add a checkerboard context model (see networks.py)
+    modulation: bool = False      # per-quality modulation of the transforms (architecture.py)
+    # The modulation's few scales learn at their own, higher rate (session 17: 1e-3 beside the
+    # transforms' 5e-5); the schedule scales both alike.
+    modulation_lr: float = 1e-3
     bf16: bool = False            # g_a and g_s in bfloat16, channels-last (GPU tensor cores)
     compile: str = "off"          # torch.compile the model: "on", "off", or "auto" (CompileTrial)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
@@ -201,9 +205,10 @@ class TrainingModel(nn.Module):
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
         vae = self.vae
         gain, inverse_gain = vae.gains(quality)
+        last_a, last_s = len(vae.g_a) - 1, len(vae.g_s) - 1
         with self.reduced_precision(x):
-            features = vae.g_a[:-1](x)
-        y = vae.g_a[-1](features.float()) * gain
+            features = vae.transform("g_a", x, quality, range(last_a))
+        y = vae.g_a[last_a](features.float()) * gain
         z = vae.h_a(y)
         z_tilde, z_likelihood = self.z_rate(z)
         means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
@@ -226,8 +231,8 @@ class TrainingModel(nn.Module):
         y_likelihood = gaussian_likelihood(y_tilde, means, scales)
         features = vae.g_s[0](y_hat * inverse_gain)
         with self.reduced_precision(x):
-            features = vae.g_s[1:-1](features)
-        x_hat = vae.g_s[-1](features.float())
+            features = vae.transform("g_s", features, quality, range(1, last_s))
+        x_hat = vae.transform("g_s", features.float(), quality, range(last_s, last_s + 1))
         pixels = x.shape[2] * x.shape[3]
         bits = -(torch.log2(y_likelihood).sum((1, 2, 3)) + torch.log2(z_likelihood).sum((1, 2, 3)))
         mse = (x_hat - x).pow(2).mean((1, 2, 3))
@@ -413,6 +418,9 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
     for name, tensor in state.items():
         if name.startswith("z_prior.") or wide[name].shape == tensor.shape:
             wide[name] = tensor
+    for name in MODULATED_CONVOLUTIONS:     # new channels start unmodulated
+        if f"vae.log_modulation.{name}" in state and f"vae.log_modulation.{name}" in wide:
+            wide[f"vae.log_modulation.{name}"][..., :old_n] = state[f"vae.log_modulation.{name}"]
     wide["vae.log_gain"][:, :old_m] = state["vae.log_gain"]
     wide["vae.log_inverse_gain"][:, :old_m] = state["vae.log_inverse_gain"]
 
@@ -472,19 +480,28 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
         meta = {"step": meta["step"], "seconds": meta["train_seconds"]}
     state = {name: torch.from_numpy(array.astype(np.float32) if array.dtype == np.float16
                                     else array) for name, array in state.items()}
+    if any(name.startswith("vae.log_modulation.") for name in state) and not model.vae.cfg.modulated:
+        raise ValueError(f"{path} holds a modulated model: train it with --modulation")
     current = model.state_dict()
     if any(current[name].shape != tensor.shape for name, tensor in state.items()
            if name.startswith("vae.")):
         state = widen_state(state, model)
     for name, tensor in current.items():
-        # A state without a context model starts one afresh, which codes as the state did.
-        if name.startswith("context.") and name not in state:
+        # A state without a context model or modulation starts them afresh (no corrections,
+        # scales of one), which codes as the state did.
+        if name.startswith(("context.", "vae.log_modulation.")) and name not in state:
             state[name] = tensor
     for name, tensor in state.items():   # the bottleneck's coding buffers change size
         if name in current and current[name].shape != tensor.shape:
             current[name].resize_(tensor.shape)
     model.load_state_dict(state)
     return meta["step"], meta["seconds"]
+
+
+def carries_modulation(path: str | Path) -> bool:
+    """Whether a weights file or compact state holds a modulated model (`--modulation`)."""
+    with np.load(path, allow_pickle=False) as arrays:
+        return any(".log_modulation." in name for name in arrays.files)
 
 
 def distributed_context(device: str) -> tuple[int, int]:
@@ -501,16 +518,24 @@ def distributed_context(device: str) -> tuple[int, int]:
 
 
 def build_training(widths: ModelConfig, context: bool, bf16: bool, device, lr: float,
-                   aux_lr: float) -> tuple[TrainingModel, torch.optim.Optimizer, torch.optim.Optimizer]:
+                   aux_lr: float, modulation_lr: float = TrainConfig.modulation_lr
+                   ) -> tuple[TrainingModel, torch.optim.Optimizer, torch.optim.Optimizer]:
     """A fresh model on `device` and its optimizers: Adam on everything but the bottleneck's
-    quantiles, and Adam on those (they learn from the auxiliary loss alone)."""
+    quantiles, and Adam on those (they learn from the auxiliary loss alone). A modulated
+    model's scales are a second group of the first, at `modulation_lr` (each group's
+    `lr_scale` is its rate over the first's, which the schedule keeps)."""
     model = TrainingModel(widths, context, bf16).to(device)
     if bf16:    # the layout bfloat16 convolutions run fastest in on tensor cores
         model = model.to(memory_format=torch.channels_last)
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    main = [p for n, p in model.named_parameters()
+            if not n.endswith("quantiles") and ".log_modulation." not in n]
+    modulation = [p for n, p in model.named_parameters() if ".log_modulation." in n]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    groups = [{"params": main, "lr_scale": 1.0}]
+    if modulation:
+        groups.append({"params": modulation, "lr_scale": modulation_lr / lr})
     fused = torch.device(device).type == "cuda"   # one kernel for the whole update
-    return (model, torch.optim.Adam(main, lr=lr, fused=fused),
+    return (model, torch.optim.Adam(groups, lr=lr, fused=fused),
             torch.optim.Adam(aux, lr=aux_lr, fused=fused))
 
 
@@ -570,6 +595,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     DistributedDataParallel averages the gradients; rank 0 validates, logs and checkpoints."""
     import torch.distributed as dist
 
+    if cfg.init and not cfg.modulation and carries_modulation(cfg.init):
+        cfg = replace(cfg, modulation=True)     # a modulated model trains on as one
     rank, world = distributed_context(cfg.device)
     device = cfg.device
     if device == "cuda" and world > 1:
@@ -585,7 +612,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     torch.manual_seed(cfg.seed + rank)
 
     model, optimizer, aux_optimizer = build_training(
-        ModelConfig(cfg.N, cfg.M, cfg.H), cfg.context, cfg.bf16, device, cfg.lr, cfg.aux_lr)
+        ModelConfig(cfg.N, cfg.M, cfg.H, cfg.modulation), cfg.context, cfg.bf16, device, cfg.lr,
+        cfg.aux_lr, cfg.modulation_lr)
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     step, spent = 0, 0.0
     warm_from = 0       # a fresh optimizer warms up again from this step
@@ -671,7 +699,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         warmup = min(1.0, (step - warm_from + 1) / cfg.warmup) if warm_from else 1.0
         lr = learning_rate(cfg, step, done) * warmup
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x = sampler.sample(cfg.batch)
         quality = (cfg.lowest_quality
                    + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - cfg.lowest_quality))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,8 +32,8 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
 # earlier version keeps the weights it names (msh96: sessions 4-7; msh96b: sessions 8-9;
-# msh96c: sessions 10-13; msh96d: session 14).
-DEFAULT_MODEL = "msh96d"
+# msh96c: sessions 10-13; msh96d: sessions 14-16; msh96e: session 17).
+DEFAULT_MODEL = "msh96e"
 
 
 def available_models() -> dict[str, Path]:
@@ -63,6 +63,19 @@ class ModelBundle:
             self._cache[key] = {k: v.astype(dtype) for k, v in self.params.items()}
         return self._cache[key]
 
+    def params_for(self, quality: float | None, dtype) -> dict:
+        """The float weights in `dtype` that code `quality`: a modulated model's with the
+        modulation folded in (`fold_modulation`; the last quality's kept), the others' as
+        they are, whatever the quality. `quality` None: as they are, which only the layers
+        that no modulation touches (h_a) may use."""
+        if not self.config.modulated or quality is None:
+            return self.params_as(dtype)
+        key = ("folded", np.dtype(dtype).name)
+        if self._cache.get(key, (None,))[0] != quality:
+            folded = fold_modulation(self.params, quality)
+            self._cache[key] = (quality, {k: v.astype(dtype) for k, v in folded.items()})
+        return self._cache[key][1]
+
     def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """Gain and inverse gain vectors (M,) for a quality, as float64."""
         from .architecture import quality_weights
@@ -75,22 +88,27 @@ class ModelBundle:
 
         return mix(self.params["log_gain"]), mix(self.params["log_inverse_gain"])
 
-    def torch_model(self):
-        """The float networks as a PyTorch `HyperpriorVAE` (for GPU coding), without h_s."""
-        if "torch" not in self._cache:
+    def torch_model(self, quality: float | None = None):
+        """The float networks as a PyTorch `HyperpriorVAE` (for GPU coding), without h_s; for
+        a modulated model, the plain layers with the modulation of `quality` folded in (None:
+        not folded, right for h_a only)."""
+        key = quality if self.config.modulated else None
+        if self._cache.get("torch", (None, None))[0] != key or "torch" not in self._cache:
             import torch
 
             from .networks import HyperpriorVAE
 
-            vae = HyperpriorVAE(self.config)
-            state = {k: torch.from_numpy(v) for k, v in self.params.items()}
+            params = self.params_for(quality, np.float32)
+            vae = HyperpriorVAE(replace(self.config, modulated=False))
+            state = {k: torch.from_numpy(v) for k, v in params.items()
+                     if not k.startswith("log_modulation.")}
             missing, unexpected = vae.load_state_dict(state, strict=False)
             if unexpected or any(not name.startswith("h_s.") for name in missing):
                 raise ModelMismatchError(f"weights of '{self.model_id}' do not match the model")
             vae.h_s = None   # coding uses the exact integer network instead
             vae.eval().requires_grad_(False)
-            self._cache["torch"] = vae
-        return self._cache["torch"]
+            self._cache["torch"] = (key, vae)
+        return self._cache["torch"][1]
 
 
 @lru_cache(maxsize=4)
@@ -119,6 +137,28 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
     )
 
 
+def fold_modulation(params: dict, quality: float) -> dict:
+    """A modulated model's weights (see `architecture.MODULATED_CONVOLUTIONS`) with the
+    modulation at `quality` folded into the convolutions, which then code that quality as
+    plain layers. A per-channel scale of a Conv2d's outputs (g_a) and of a ConvTranspose2d's
+    inputs (g_s) both scale the first axis of its weight; an output's scale scales its bias
+    too."""
+    from .architecture import MODULATED_CONVOLUTIONS, quality_weights
+
+    low, frac = quality_weights(quality)
+    folded = dict(params)
+    for name, convolutions in MODULATED_CONVOLUTIONS.items():
+        table = params[f"log_modulation.{name}"].astype(np.float64)
+        scales = np.exp(table[:, low] * (1 - frac) + table[:, low + 1] * frac)
+        for scale, i in zip(scales, convolutions):
+            weight = params[f"{name}.{i}.weight"]
+            folded[f"{name}.{i}.weight"] = (weight * scale[:, None, None, None]).astype(weight.dtype)
+            if name == "g_a":
+                bias = params[f"{name}.{i}.bias"]
+                folded[f"{name}.{i}.bias"] = (bias * scale).astype(bias.dtype)
+    return folded
+
+
 def integer_layers(arrays: dict, prefix: str, layers: list[dict]) -> list[dict]:
     """The layer records of an integer network (see `integer_net.IntegerNetwork`) with their
     stored weights `{prefix}.{i}.weight` and `.bias`."""
@@ -138,7 +178,7 @@ def export(checkpoint: str | Path, out: str | Path, notes: dict | None = None) -
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]
-    cfg = ModelConfig(config["N"], config["M"], config["H"])
+    cfg = ModelConfig(config["N"], config["M"], config["H"], config.get("modulation", False))
     model = TrainingModel(cfg, context=config.get("context", False))
     model.load_state_dict(shipped_state(state))
     model.eval()

@@ -1,0 +1,145 @@
+"""Per-quality modulation of the transforms: the codec's folded weights compute what the
+training model's scales do, a model whose scales are all one codes as the plain model, and a
+modulated model trains, resumes, exports and codes."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+pytest.importorskip("compressai")
+
+import torch  # noqa: E402
+
+from vaecodec import codec, numpy_backend, weights  # noqa: E402
+from vaecodec.architecture import TRANSFORMS  # noqa: E402
+from vaecodec.networks import HyperpriorVAE, ModelConfig  # noqa: E402
+
+from .test_train import folder, tiny  # noqa: E402,F401
+
+PLAIN_STATE = weights.available_models()["msh96d"]   # an unmodulated model's training state
+
+
+@pytest.mark.parametrize("quality", [0.0, 0.37, 1.0, 4.5, 8.0])
+def test_folded_weights_compute_the_modulated_transforms(quality):
+    torch.manual_seed(0)
+    cfg = ModelConfig(8, 12, 8, modulated=True)
+    vae = HyperpriorVAE(cfg)
+    for table in vae.log_modulation.values():
+        torch.nn.init.normal_(table, std=0.3)
+    params = {name: tensor.detach().numpy() for name, tensor in vae.state_dict().items()}
+    folded = weights.fold_modulation(params, quality)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = vae.transform("g_a", x, torch.tensor([quality]))
+        x_hat = vae.transform("g_s", y, torch.tensor([quality]))
+    run = numpy_backend.run
+    np.testing.assert_allclose(run(TRANSFORMS["g_a"](cfg), folded, "g_a", x[0].numpy()),
+                               y[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(run(TRANSFORMS["g_s"](cfg), folded, "g_s", y[0].numpy()),
+                               x_hat[0].numpy(), atol=1e-5)
+
+
+def export_from_plain_state(folder, name, scale):
+    """The plain model's state as a modulated model, its log-scales random of standard
+    deviation `scale` (0: all scales one)."""
+    from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
+
+    torch.manual_seed(0)
+    model = TrainingModel(ModelConfig(modulated=True))
+    load_compact_state(model, PLAIN_STATE)
+    for table in model.vae.log_modulation.values():
+        assert not table.any()       # a plain state starts with every scale at one
+        torch.nn.init.normal_(table, std=scale)
+    checkpoint = folder / f"{name}.pt"
+    torch.save({"model": model.state_dict(), "step": 0, "seconds": 0.0,
+                "config": asdict(TrainConfig(modulation=True))}, checkpoint)
+    weights.export(checkpoint, folder / f"{name}.npz")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Model ids: 'plain', 'ones' (modulated, every scale one), 'random' (modulated)."""
+    folder = tmp_path_factory.mktemp("weights")
+    (folder / "plain.npz").write_bytes(PLAIN_STATE.read_bytes())
+    export_from_plain_state(folder, "ones", 0.0)
+    export_from_plain_state(folder, "random", 0.05)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(weights, "WEIGHTS_DIR", folder)
+    weights.load_model.cache_clear()
+    yield folder
+    patch.undo()
+    weights.load_model.cache_clear()
+
+
+def test_scales_of_one_code_as_the_plain_model(models, crop):
+    assert weights.load_model("ones").config.modulated
+    plain = codec.compress(crop, quality=2.5, model="plain")
+    ones = codec.compress(crop, quality=2.5, model="ones")
+    assert len(plain) == len(ones)
+    assert np.array_equal(np.asarray(codec.decompress(plain)), np.asarray(codec.decompress(ones)))
+
+
+def test_a_modulated_model_codes_each_quality_with_its_own_scales(models, crop):
+    bundle = weights.load_model("random")
+    transforms = codec.transforms_for(bundle, "cpu", "float32", None)
+    for quality in (0.5, 6.0):
+        coded = codec.encode_latents(bundle, crop, quality, transforms)
+        data = codec.compress(crop, quality=quality, model="random", postfilter=False)
+        _, _, decoded, _ = codec.read(data)
+        assert np.array_equal(decoded.residual, coded.residual)
+        expected = codec.synthesize(bundle, coded, quality, *crop.shape[:2], transforms)
+        assert np.array_equal(np.asarray(codec.decompress(data)), expected)
+    # The same symbols decoded with another quality's scales make another image.
+    other = codec.synthesize(bundle, coded, 5.0, *crop.shape[:2], transforms)
+    assert not np.array_equal(other, expected)
+
+
+def test_rate_control_and_effort_work_with_a_modulated_model(models, crop):
+    data = codec.compress(crop, target_size=1500, model="random")
+    assert len(data) <= 1500
+    plain = codec.compress(crop, quality=3, model="random")
+    refined = codec.compress(crop, quality=3, effort=1, model="random")
+    assert len(refined) <= len(plain)
+
+
+def test_a_modulated_model_trains_resumes_and_codes_an_image(folder, tmp_path,  # noqa: F811
+                                                             monkeypatch):
+    from PIL import Image
+
+    from vaecodec.train import train
+
+    def config(out, steps):
+        cfg = tiny(folder, tmp_path / out, steps)
+        cfg.modulation = True
+        return cfg
+
+    straight = torch.load(train(config("a", 4), log=lambda *_: None), weights_only=True)
+    train(config("b", 2), log=lambda *_: None)
+    checkpoint = train(config("b", 4), resume=True, log=lambda *_: None)
+    resumed = torch.load(checkpoint, weights_only=True)
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    # The scales learn at their own rate: after 4 steps they have moved.
+    assert resumed["model"]["vae.log_modulation.g_s"].abs().max() > 0
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
+    weights.export(checkpoint, tmp_path / "weights" / "tinym.npz")
+    weights.load_model.cache_clear()
+    # A run started from a modulated model's weights file trains it on as one.
+    cfg = tiny(folder, tmp_path / "c", 1)
+    cfg.init = str(tmp_path / "weights" / "tinym.npz")
+    continued = torch.load(train(cfg, log=lambda *_: None), weights_only=True)
+    assert continued["config"]["modulation"] and "vae.log_modulation.g_a" in continued["model"]
+    try:
+        assert weights.load_model("tinym").config.modulated
+        image = np.asarray(Image.open(next(folder.iterdir())).convert("RGB"))
+        assert codec.decompress(codec.compress(image, quality=3, model="tinym")).size == (200, 150)
+    finally:
+        weights.load_model.cache_clear()
+
+
+def test_a_modulated_state_asks_for_a_modulated_model(models):
+    from vaecodec.train import TrainingModel, load_compact_state
+
+    with pytest.raises(ValueError, match="--modulation"):
+        load_compact_state(TrainingModel(ModelConfig()), models / "random.npz")
