@@ -15,8 +15,8 @@ from torch.nn import functional as F
 
 from .architecture import (
     CONTEXT_TRANSFORMS, EXTRAPOLATED_LEVELS_PER_UNIT, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY,
-    MODULATED_CONVOLUTIONS, QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS, ModelConfig, anchor_mask,
-    initial_log_gains,
+    MODULATED_CONVOLUTIONS, QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS,
+    ModelConfig, anchor_mask, initial_log_gains,
 )
 
 __all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build",

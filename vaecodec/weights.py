@@ -78,22 +78,16 @@ class ModelBundle:
 
     def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """Gain and inverse gain vectors (M,) for a quality, as float64."""
-        from .architecture import quality_weights
-
-        low, frac = quality_weights(quality)
-
-        def mix(table):
-            return np.exp(table[low].astype(np.float64) * (1 - frac)
-                          + table[low + 1].astype(np.float64) * frac)
-
-        return mix(self.params["log_gain"]), mix(self.params["log_inverse_gain"])
+        return (np.exp(interpolate_levels(self.params["log_gain"], quality)),
+                np.exp(interpolate_levels(self.params["log_inverse_gain"], quality)))
 
     def torch_model(self, quality: float | None = None):
         """The float networks as a PyTorch `HyperpriorVAE` (for GPU coding), without h_s; for
         a modulated model, the plain layers with the modulation of `quality` folded in (None:
         not folded, right for h_a only)."""
         key = quality if self.config.modulated else None
-        if self._cache.get("torch", (None, None))[0] != key or "torch" not in self._cache:
+        cached = self._cache.get("torch")
+        if cached is None or cached[0] != key:
             import torch
 
             from .networks import HyperpriorVAE
@@ -137,19 +131,28 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
     )
 
 
+def interpolate_levels(table: np.ndarray, quality: float) -> np.ndarray:
+    """A per-level table (..., levels, C) at one quality: (..., C) in float64, linear between
+    the two neighbouring levels (extended below the lowest, see
+    `architecture.quality_weights`)."""
+    from .architecture import quality_weights
+
+    low, frac = quality_weights(quality)
+    table = table.astype(np.float64)
+    return table[..., low, :] * (1 - frac) + table[..., low + 1, :] * frac
+
+
 def fold_modulation(params: dict, quality: float) -> dict:
     """A modulated model's weights (see `architecture.MODULATED_CONVOLUTIONS`) with the
     modulation at `quality` folded into the convolutions, which then code that quality as
     plain layers. A per-channel scale of a Conv2d's outputs (g_a) and of a ConvTranspose2d's
     inputs (g_s) both scale the first axis of its weight; an output's scale scales its bias
     too."""
-    from .architecture import MODULATED_CONVOLUTIONS, quality_weights
+    from .architecture import MODULATED_CONVOLUTIONS
 
-    low, frac = quality_weights(quality)
     folded = dict(params)
     for name, convolutions in MODULATED_CONVOLUTIONS.items():
-        table = params[f"log_modulation.{name}"].astype(np.float64)
-        scales = np.exp(table[:, low] * (1 - frac) + table[:, low + 1] * frac)
+        scales = np.exp(interpolate_levels(params[f"log_modulation.{name}"], quality))
         for scale, i in zip(scales, convolutions):
             weight = params[f"{name}.{i}.weight"]
             folded[f"{name}.{i}.weight"] = (weight * scale[:, None, None, None]).astype(weight.dtype)
