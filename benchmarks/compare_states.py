@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from vaecodec.metrics import bd_rate  # noqa: E402
 from vaecodec.networks import ModelConfig  # noqa: E402
 from vaecodec.train import (  # noqa: E402
-    TrainConfig, TrainingModel, carries_modulation, list_images, load_compact_state,
+    TrainConfig, TrainingModel, modulation_level, list_images, load_compact_state,
     load_validation_images, split_holdout, validate,
 )
 from vaecodec.weights import export  # noqa: E402
@@ -45,7 +45,7 @@ def load_state(path: Path, widths: ModelConfig, context: bool) -> tuple[Training
     with tempfile.TemporaryDirectory() as folder:
         if path.suffix != ".npz":
             path = export(path, Path(folder) / "weights.npz")
-        model = TrainingModel(replace(widths, modulated=carries_modulation(path)), context)
+        model = TrainingModel(replace(widths, modulated=modulation_level(path)), context)
         step, seconds = load_compact_state(model, path)
     return model, step, seconds
 

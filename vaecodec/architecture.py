@@ -33,12 +33,13 @@ EXTRAPOLATED_LEVELS_PER_UNIT = 2
 @dataclass(frozen=True)
 class ModelConfig:
     """Widths of the networks. N: transform channels, M: latent channels, H: hyper channels.
-    `modulated`: the transforms carry a per-quality modulation (see MODULATED_CONVOLUTIONS)."""
+    `modulated`: the level of per-quality modulation of the transforms, 0 for none (see
+    MODULATIONS; True, as earlier files record it, is level 1)."""
 
     N: int = 96
     M: int = 160
     H: int = 96
-    modulated: bool = False
+    modulated: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,14 +78,27 @@ def hyper_synthesis_layers(cfg: ModelConfig) -> list[tuple]:
 
 
 # Per-quality modulation (models trained with `vaecodec train --modulation`, since session 17):
-# one learned log-scale per quality level and channel for three hidden layers of each
-# transform, interpolated between levels as the latent gains are. One set of transforms serves
-# every quality, and a low quality wants other features than a high one; the scales let each
-# quality re-weight them. In g_a the outputs of these convolutions are scaled (before their
-# GDN), in g_s the inputs of these transposed convolutions (after the IGDN before them). Either
-# way the scale folds into the convolution's weights, so coding runs the plain layer lists with
-# weights folded for its quality (`weights.fold_modulation`).
-MODULATED_CONVOLUTIONS = {"g_a": (0, 2, 4), "g_s": (2, 4, 6)}
+# one learned log-scale per quality level and channel at some hidden layers of each transform,
+# interpolated between levels as the latent gains are. One set of transforms serves every
+# quality, and a low quality wants other features than a high one; the scales let each quality
+# re-weight them. A scale sits at a convolution's outputs ("out", before the nonlinearity that
+# follows) or at its inputs ("in", after the nonlinearity before it). Either way it folds into
+# the convolution's weights, so coding runs the plain layer lists with weights folded for its
+# quality (`weights.fold_modulation`).
+# Level 1 (msh96e, session 17) scales each hidden layer on one side of its GDN; level 2
+# (session 18) on both sides, which lets each quality move the GDN's operating point too.
+MODULATIONS = {
+    0: {},
+    1: {"g_a": ((0, "out"), (2, "out"), (4, "out")), "g_s": ((2, "in"), (4, "in"), (6, "in"))},
+    2: {"g_a": ((0, "out"), (2, "out"), (4, "out"), (2, "in"), (4, "in"), (6, "in")),
+        "g_s": ((2, "in"), (4, "in"), (6, "in"), (0, "out"), (2, "out"), (4, "out"))},
+}
+# Each level extends the one before it: its first scales are the earlier level's.
+
+
+def modulated_convolutions(cfg: ModelConfig) -> dict[str, tuple[tuple[int, str], ...]]:
+    """Per transform, the (layer, side) pairs that `cfg`'s modulation scales (none: {})."""
+    return MODULATIONS[int(cfg.modulated)]
 
 TRANSFORMS = {"g_a": analysis_layers, "g_s": synthesis_layers, "h_a": hyper_analysis_layers,
               "h_s": hyper_synthesis_layers}

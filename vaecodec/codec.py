@@ -89,9 +89,9 @@ class TorchTransforms:
 def modulation_quality(bundle: ModelBundle, name: str, quality: float | None) -> float | None:
     """The quality whose weights transform `name` runs with: None for the transforms that no
     modulation touches (h_a, or any of a model without modulation), which serve every quality."""
-    from .architecture import MODULATED_CONVOLUTIONS
+    from .architecture import modulated_convolutions
 
-    if not bundle.config.modulated or name not in MODULATED_CONVOLUTIONS:
+    if name not in modulated_convolutions(bundle.config):
         return None
     if quality is None:
         raise ValueError(f"model '{bundle.model_id}' is modulated: its {name} needs a quality")

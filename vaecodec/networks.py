@@ -15,8 +15,8 @@ from torch.nn import functional as F
 
 from .architecture import (
     CONTEXT_TRANSFORMS, EXTRAPOLATED_LEVELS_PER_UNIT, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY,
-    MODULATED_CONVOLUTIONS, QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS,
-    ModelConfig, anchor_mask, initial_log_gains,
+    QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS,
+    ModelConfig, anchor_mask, initial_log_gains, modulated_convolutions,
 )
 
 __all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build",
@@ -98,7 +98,7 @@ def interpolate_levels(table: torch.Tensor, quality: torch.Tensor) -> torch.Tens
 
 class HyperpriorVAE(nn.Module):
     """The four transforms plus the per-quality gain vectors (and, for a modulated model, the
-    per-quality scales of MODULATED_CONVOLUTIONS)."""
+    per-quality scales of `modulated_convolutions`)."""
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
@@ -109,30 +109,30 @@ class HyperpriorVAE(nn.Module):
         start = torch.tensor(initial_log_gains(), dtype=torch.float32).expand(-1, cfg.M)
         self.log_gain = nn.Parameter(start.clone())
         self.log_inverse_gain = nn.Parameter(-start.clone())
-        if cfg.modulated:
+        self.modulation = modulated_convolutions(cfg)
+        if self.modulation:
             # Zero: every quality starts with the plain transforms.
             self.log_modulation = nn.ParameterDict({
-                name: nn.Parameter(torch.zeros(len(layers), len(QUALITY_LAMBDAS), cfg.N))
-                for name, layers in MODULATED_CONVOLUTIONS.items()})
+                name: nn.Parameter(torch.zeros(len(sites), len(QUALITY_LAMBDAS), cfg.N))
+                for name, sites in self.modulation.items()})
 
     def transform(self, name: str, x: torch.Tensor, quality: torch.Tensor,
                   layers: range | None = None) -> torch.Tensor:
         """Layers `layers` (default: all) of transform `name` at a batch of qualities, with the
-        per-quality modulation of a modulated model: in g_a after the modulated convolutions,
-        in g_s before them."""
+        per-quality modulation of a modulated model at its convolutions' inputs or outputs."""
         sequence = getattr(self, name)
         scales = {}
-        if self.cfg.modulated and name in MODULATED_CONVOLUTIONS:
+        if name in self.modulation:
             quality = torch.as_tensor(quality, dtype=torch.float32, device=x.device)
             logs = interpolate_levels(self.log_modulation[name], quality)
-            scales = {i: torch.exp(log)[:, :, None, None]
-                      for i, log in zip(MODULATED_CONVOLUTIONS[name], logs)}
+            scales = {site: torch.exp(log)[:, :, None, None]
+                      for site, log in zip(self.modulation[name], logs)}
         for i in range(len(sequence)) if layers is None else layers:
-            if name == "g_s" and i in scales:
-                x = x * scales[i]
+            if (i, "in") in scales:
+                x = x * scales[i, "in"]
             x = sequence[i](x)
-            if name == "g_a" and i in scales:
-                x = x * scales[i]
+            if (i, "out") in scales:
+                x = x * scales[i, "out"]
         return x
 
     def gains(self, quality: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .architecture import LOWEST_QUALITY, MODULATED_CONVOLUTIONS, quality_lambda
+from .architecture import LOWEST_QUALITY, MODULATIONS, quality_lambda
 from .networks import (
     GDN, LOG_SCALE_STEP, MAX_QUALITY, SCALE_MAX, SCALE_MIN, CheckerboardContext, HyperpriorVAE,
     ModelConfig, gaussian_likelihood, lambda_for_quality, split_entropy_parameters,
@@ -65,7 +65,7 @@ class TrainConfig:
     M: int = 160
     H: int = 96
     context: bool = False         # add a checkerboard context model (see networks.py)
-    modulation: bool = False      # per-quality modulation of the transforms (architecture.py)
+    modulation: int = 0           # level of per-quality modulation (architecture.MODULATIONS)
     # The modulation's few scales learn at their own, higher rate (session 17: 1e-3 beside the
     # transforms' 5e-5); the schedule scales both alike.
     modulation_lr: float = 1e-3
@@ -418,7 +418,7 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
     for name, tensor in state.items():
         if name.startswith("z_prior.") or wide[name].shape == tensor.shape:
             wide[name] = tensor
-    for name in MODULATED_CONVOLUTIONS:     # new channels start unmodulated
+    for name in MODULATIONS[max(MODULATIONS)]:     # new channels start unmodulated
         if f"vae.log_modulation.{name}" in state and f"vae.log_modulation.{name}" in wide:
             wide[f"vae.log_modulation.{name}"][..., :old_n] = state[f"vae.log_modulation.{name}"]
     wide["vae.log_gain"][:, :old_m] = state["vae.log_gain"]
@@ -480,8 +480,16 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
         meta = {"step": meta["step"], "seconds": meta["train_seconds"]}
     state = {name: torch.from_numpy(array.astype(np.float32) if array.dtype == np.float16
                                     else array) for name, array in state.items()}
-    if any(name.startswith("vae.log_modulation.") for name in state) and not model.vae.cfg.modulated:
-        raise ValueError(f"{path} holds a modulated model: train it with --modulation")
+    level = modulation_level(path)
+    if level > model.vae.cfg.modulated:
+        raise ValueError(f"{path} holds a model of modulation level {level}: train it with "
+                         f"--modulation {level} or higher")
+    for name, sites in model.vae.modulation.items():
+        # A higher level's extra scales start at one (log 0): it codes as the state did.
+        key = f"vae.log_modulation.{name}"
+        if key in state and len(state[key]) < len(sites):
+            state[key] = torch.cat([state[key], torch.zeros(
+                len(sites) - len(state[key]), *state[key].shape[1:])])
     current = model.state_dict()
     if any(current[name].shape != tensor.shape for name, tensor in state.items()
            if name.startswith("vae.")):
@@ -498,10 +506,16 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
     return meta["step"], meta["seconds"]
 
 
-def carries_modulation(path: str | Path) -> bool:
-    """Whether a weights file or compact state holds a modulated model (`--modulation`)."""
+def modulation_level(path: str | Path) -> int:
+    """The level of per-quality modulation (`--modulation`, architecture.MODULATIONS) of the
+    model in a weights file or compact state: 0 for none."""
     with np.load(path, allow_pickle=False) as arrays:
-        return any(".log_modulation." in name for name in arrays.files)
+        for name in arrays.files:
+            if name.endswith(".log_modulation.g_a"):
+                sites = len(arrays[name])
+                return next(level for level, transforms in MODULATIONS.items()
+                            if len(transforms.get("g_a", ())) == sites)
+    return 0
 
 
 def distributed_context(device: str) -> tuple[int, int]:
@@ -595,8 +609,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     DistributedDataParallel averages the gradients; rank 0 validates, logs and checkpoints."""
     import torch.distributed as dist
 
-    if cfg.init and not cfg.modulation and carries_modulation(cfg.init):
-        cfg = replace(cfg, modulation=True)     # a modulated model trains on as one
+    if cfg.init and modulation_level(cfg.init) > cfg.modulation:
+        # a modulated model trains on as one
+        cfg = replace(cfg, modulation=modulation_level(cfg.init))
     rank, world = distributed_context(cfg.device)
     device = cfg.device
     if device == "cuda" and world > 1:

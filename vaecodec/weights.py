@@ -72,7 +72,7 @@ class ModelBundle:
             return self.params_as(dtype)
         key = ("folded", np.dtype(dtype).name)
         if self._cache.get(key, (None,))[0] != quality:
-            folded = fold_modulation(self.params, quality)
+            folded = fold_modulation(self.params, quality, self.config)
             self._cache[key] = (quality, {k: v.astype(dtype) for k, v in folded.items()})
         return self._cache[key][1]
 
@@ -142,24 +142,29 @@ def interpolate_levels(table: np.ndarray, quality: float) -> np.ndarray:
     return table[..., low, :] * (1 - frac) + table[..., low + 1, :] * frac
 
 
-def fold_modulation(params: dict, quality: float) -> dict:
-    """A modulated model's weights (see `architecture.MODULATED_CONVOLUTIONS`) with the
-    modulation at `quality` folded into the convolutions, which then code that quality as
-    plain layers. A per-channel scale of a Conv2d's outputs (g_a) and of a ConvTranspose2d's
-    inputs (g_s) both scale the first axis of its weight; an output's scale scales its bias
-    too."""
-    from .architecture import MODULATED_CONVOLUTIONS
+def fold_modulation(params: dict, quality: float, config: ModelConfig) -> dict:
+    """A modulated model's weights (see `architecture.MODULATIONS`) with the modulation at
+    `quality` folded into the convolutions, which then code that quality as plain layers. A
+    scale of a convolution's outputs scales its bias and its weight's output axis, one of its
+    inputs the weight's input axis (a Conv2d's weight is (out, in, ...), a ConvTranspose2d's
+    (in, out, ...))."""
+    from .architecture import TRANSFORMS, modulated_convolutions
 
-    folded = dict(params)
-    for name, convolutions in MODULATED_CONVOLUTIONS.items():
+    exact = {}      # the touched tensors in float64, rounded to their type once at the end
+    for name, sites in modulated_convolutions(config).items():
+        layers = TRANSFORMS[name](config)
         scales = np.exp(interpolate_levels(params[f"log_modulation.{name}"], quality))
-        for scale, i in zip(scales, convolutions):
-            weight = params[f"{name}.{i}.weight"]
-            folded[f"{name}.{i}.weight"] = (weight * scale[:, None, None, None]).astype(weight.dtype)
-            if name == "g_a":
-                bias = params[f"{name}.{i}.bias"]
-                folded[f"{name}.{i}.bias"] = (bias * scale).astype(bias.dtype)
-    return folded
+        for scale, (i, side) in zip(scales, sites):
+            key = f"{name}.{i}.weight"
+            weight = exact.setdefault(key, params[key].astype(np.float64))
+            axis = 0 if (layers[i][0] == "conv") == (side == "out") else 1
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            exact[key] = weight * scale.reshape(shape)
+            if side == "out":
+                key = f"{name}.{i}.bias"
+                exact[key] = exact.setdefault(key, params[key].astype(np.float64)) * scale
+    return {**params, **{key: value.astype(params[key].dtype) for key, value in exact.items()}}
 
 
 def integer_layers(arrays: dict, prefix: str, layers: list[dict]) -> list[dict]:
