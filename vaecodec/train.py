@@ -512,9 +512,12 @@ def modulation_level(path: str | Path) -> int:
     with np.load(path, allow_pickle=False) as arrays:
         for name in arrays.files:
             if name.endswith(".log_modulation.g_a"):
-                sites = len(arrays[name])
-                return next(level for level, transforms in MODULATIONS.items()
-                            if len(transforms.get("g_a", ())) == sites)
+                levels = {len(transforms.get("g_a", ())): level
+                          for level, transforms in MODULATIONS.items()}
+                if len(arrays[name]) not in levels:
+                    raise ValueError(f"{path}: {len(arrays[name])} modulated layers of g_a "
+                                     "match no modulation level")
+                return levels[len(arrays[name])]
     return 0
 
 
