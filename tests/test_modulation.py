@@ -118,7 +118,8 @@ def test_a_modulated_model_trains_resumes_and_codes_an_image(folder, tmp_path,  
 
     straight = torch.load(train(config("a", 4), log=lambda *_: None), weights_only=True)
     train(config("b", 2), log=lambda *_: None)
-    checkpoint = train(config("b", 4), resume=True, log=lambda *_: None)
+    # --resume goes on with the run's modulation without being told it again
+    checkpoint = train(tiny(folder, tmp_path / "b", 4), resume=True, log=lambda *_: None)
     resumed = torch.load(checkpoint, weights_only=True)
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name

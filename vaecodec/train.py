@@ -615,6 +615,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     if cfg.init and modulation_level(cfg.init) > cfg.modulation:
         # a modulated model trains on as one
         cfg = replace(cfg, modulation=modulation_level(cfg.init))
+    if resume and (Path(cfg.out) / "checkpoint.pt").exists():
+        # A resumed run goes on with its own model, whatever the command line says of it.
+        saved = torch.load(Path(cfg.out) / "checkpoint.pt", map_location="cpu",
+                           weights_only=True, mmap=True)["config"]
+        cfg = replace(cfg, modulation=int(saved.get("modulation", 0)),
+                      context=bool(saved.get("context", False)))
     rank, world = distributed_context(cfg.device)
     device = cfg.device
     if device == "cuda" and world > 1:
