@@ -18,6 +18,7 @@ from vaecodec.networks import HyperpriorVAE, ModelConfig  # noqa: E402
 from .test_train import folder, tiny  # noqa: E402,F401
 
 PLAIN_STATE = weights.available_models()["msh96d"]   # an unmodulated model's training state
+LEVEL_ONE_STATE = weights.available_models()["msh96e"]   # a level-1 modulated model's
 
 
 @pytest.mark.parametrize("level", [1, 2])
@@ -154,15 +155,14 @@ def test_a_level_one_model_extended_to_level_two_codes_as_before(tmp_path, crop,
     default, msh96e) they are all one, and the files it writes decode to the same image."""
     from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
 
-    level_one = weights.available_models()["msh96e"]
     model = TrainingModel(ModelConfig(modulated=2))
-    load_compact_state(model, level_one)
+    load_compact_state(model, LEVEL_ONE_STATE)
     for name, table in model.vae.log_modulation.items():
         assert table[3:].abs().max() == 0 and table[:3].abs().max() > 0, name
     checkpoint = tmp_path / "level2.pt"
     torch.save({"model": model.state_dict(), "step": 0, "seconds": 0.0,
                 "config": asdict(TrainConfig(modulation=2))}, checkpoint)
-    (tmp_path / "level1.npz").write_bytes(level_one.read_bytes())
+    (tmp_path / "level1.npz").write_bytes(LEVEL_ONE_STATE.read_bytes())
     weights.export(checkpoint, tmp_path / "level2.npz")
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     weights.load_model.cache_clear()
