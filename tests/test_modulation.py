@@ -53,10 +53,15 @@ def export_from_plain_state(folder, name, scale):
     for table in model.vae.log_modulation.values():
         assert not table.any()       # a plain state starts with every scale at one
         torch.nn.init.normal_(table, std=scale)
-    checkpoint = folder / f"{name}.pt"
+    export_model(model, TrainConfig(modulation=True), folder / f"{name}.npz")
+
+
+def export_model(model, config, out):
+    """A training model exported as a shipped weights file `out`, by way of a checkpoint."""
+    checkpoint = out.with_suffix(".pt")
     torch.save({"model": model.state_dict(), "step": 0, "seconds": 0.0,
-                "config": asdict(TrainConfig(modulation=True))}, checkpoint)
-    weights.export(checkpoint, folder / f"{name}.npz")
+                "config": asdict(config)}, checkpoint)
+    weights.export(checkpoint, out)
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +164,8 @@ def test_a_level_one_model_extended_to_level_two_codes_as_before(tmp_path, crop,
     load_compact_state(model, LEVEL_ONE_STATE)
     for name, table in model.vae.log_modulation.items():
         assert table[3:].abs().max() == 0 and table[:3].abs().max() > 0, name
-    checkpoint = tmp_path / "level2.pt"
-    torch.save({"model": model.state_dict(), "step": 0, "seconds": 0.0,
-                "config": asdict(TrainConfig(modulation=2))}, checkpoint)
+    export_model(model, TrainConfig(modulation=2), tmp_path / "level2.npz")
     (tmp_path / "level1.npz").write_bytes(LEVEL_ONE_STATE.read_bytes())
-    weights.export(checkpoint, tmp_path / "level2.npz")
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     weights.load_model.cache_clear()
     try:

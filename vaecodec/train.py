@@ -612,9 +612,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     DistributedDataParallel averages the gradients; rank 0 validates, logs and checkpoints."""
     import torch.distributed as dist
 
-    if cfg.init and modulation_level(cfg.init) > cfg.modulation:
-        # a modulated model trains on as one
-        cfg = replace(cfg, modulation=modulation_level(cfg.init))
+    if cfg.init:     # a modulated model trains on as one
+        cfg = replace(cfg, modulation=max(cfg.modulation, modulation_level(cfg.init)))
     if resume and (Path(cfg.out) / "checkpoint.pt").exists():
         # A resumed run goes on with its own model, whatever the command line says of it.
         saved = torch.load(Path(cfg.out) / "checkpoint.pt", map_location="cpu",
