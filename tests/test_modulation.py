@@ -12,7 +12,7 @@ pytest.importorskip("compressai")
 import torch  # noqa: E402
 
 from vaecodec import codec, numpy_backend, weights  # noqa: E402
-from vaecodec.architecture import TRANSFORMS  # noqa: E402
+from vaecodec.architecture import MODULATIONS, TRANSFORMS  # noqa: E402
 from vaecodec.networks import HyperpriorVAE, ModelConfig  # noqa: E402
 
 from .test_train import folder, tiny  # noqa: E402,F401
@@ -21,7 +21,7 @@ PLAIN_STATE = weights.available_models()["msh96d"]   # an unmodulated model's tr
 LEVEL_ONE_STATE = weights.available_models()["msh96e"]   # a level-1 modulated model's
 
 
-@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("level", [1, 2, 3])
 @pytest.mark.parametrize("quality", [0.0, 0.37, 1.0, 4.5, 8.0])
 def test_folded_weights_compute_the_modulated_transforms(quality, level):
     torch.manual_seed(0)
@@ -34,12 +34,12 @@ def test_folded_weights_compute_the_modulated_transforms(quality, level):
     x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         y = vae.transform("g_a", x, torch.tensor([quality]))
-        x_hat = vae.transform("g_s", y, torch.tensor([quality]))
-    run = numpy_backend.run
-    np.testing.assert_allclose(run(TRANSFORMS["g_a"](cfg), folded, "g_a", x[0].numpy()),
-                               y[0].numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(run(TRANSFORMS["g_s"](cfg), folded, "g_s", y[0].numpy()),
-                               x_hat[0].numpy(), rtol=1e-5, atol=1e-6)
+    inputs = {"g_a": x, "g_s": y, "h_a": y}
+    for name, sites in MODULATIONS[level].items():
+        with torch.no_grad():
+            expected = vae.transform(name, inputs[name], torch.tensor([quality]))
+        computed = numpy_backend.run(TRANSFORMS[name](cfg), folded, name, inputs[name][0].numpy())
+        np.testing.assert_allclose(computed, expected[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def export_from_plain_state(folder, name, scale):
@@ -110,7 +110,7 @@ def test_rate_control_and_effort_work_with_a_modulated_model(models, crop):
     assert len(refined) <= len(plain)
 
 
-@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("level", [1, 2, 3])
 def test_a_modulated_model_trains_resumes_and_codes_an_image(folder, tmp_path,  # noqa: F811
                                                              monkeypatch, level):
     from PIL import Image
@@ -139,7 +139,8 @@ def test_a_modulated_model_trains_resumes_and_codes_an_image(folder, tmp_path,  
     cfg.init = str(tmp_path / "weights" / "tinym.npz")
     continued = torch.load(train(cfg, log=lambda *_: None), weights_only=True)
     assert continued["config"]["modulation"] == level
-    assert len(continued["model"]["vae.log_modulation.g_a"]) == 3 * level
+    for name, sites in MODULATIONS[level].items():
+        assert len(continued["model"][f"vae.log_modulation.{name}"]) == len(sites)
     try:
         assert weights.load_model("tinym").config.modulated == level
         image = np.asarray(Image.open(next(folder.iterdir())).convert("RGB"))
@@ -155,23 +156,29 @@ def test_a_modulated_state_asks_for_a_modulated_model(models):
         load_compact_state(TrainingModel(ModelConfig()), models / "random.npz")
 
 
-def test_a_level_one_model_extended_to_level_two_codes_as_before(tmp_path, crop, monkeypatch):
-    """Level 2 adds scales on the other side of each GDN; started from a level-1 model (the
-    default, msh96e) they are all one, and the files it writes decode to the same image."""
+@pytest.mark.parametrize("level", [2, 3])
+def test_a_level_one_model_extended_to_a_higher_level_codes_as_before(tmp_path, crop,
+                                                                     monkeypatch, level):
+    """Levels 2 and 3 add scales on the other side of each GDN and in the hyper-analysis;
+    started from a level-1 model (the default, msh96e) they are all one, and the files it
+    writes are the same."""
     from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
 
-    model = TrainingModel(ModelConfig(modulated=2))
+    model = TrainingModel(ModelConfig(modulated=level))
     load_compact_state(model, LEVEL_ONE_STATE)
     for name, table in model.vae.log_modulation.items():
-        assert table[3:].abs().max() == 0 and table[:3].abs().max() > 0, name
-    export_model(model, TrainConfig(modulation=2), tmp_path / "level2.npz")
+        inherited = len(MODULATIONS[1].get(name, ()))
+        assert table[inherited:].abs().max() == 0, name
+        assert inherited == 0 or table[:inherited].abs().max() > 0, name
+    export_model(model, TrainConfig(modulation=level), tmp_path / "extended.npz")
     (tmp_path / "level1.npz").write_bytes(LEVEL_ONE_STATE.read_bytes())
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     weights.load_model.cache_clear()
     try:
-        assert weights.load_model("level2").config.modulated == 2
+        assert weights.load_model("extended").config.modulated == level
         before = codec.compress(crop, quality=1.5, model="level1")
-        after = codec.compress(crop, quality=1.5, model="level2")
+        after = codec.compress(crop, quality=1.5, model="extended")
+        assert before[-len(after) // 2:] == after[-len(after) // 2:]
         assert len(before) == len(after)
         assert np.array_equal(np.asarray(codec.decompress(before)),
                               np.asarray(codec.decompress(after)))

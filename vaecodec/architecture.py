@@ -86,12 +86,19 @@ def hyper_synthesis_layers(cfg: ModelConfig) -> list[tuple]:
 # the convolution's weights, so coding runs the plain layer lists with weights folded for its
 # quality (`weights.fold_modulation`).
 # Level 1 (msh96e, session 17) scales each hidden layer on one side of its GDN; level 2
-# (session 18) on both sides, which lets each quality move the GDN's operating point too.
+# (session 18) on both sides, which lets each quality move the GDN's operating point too;
+# level 3 (session 19) adds the hyper-analysis's convolutions: h_a reads y after the
+# quality's gain, whose magnitude spans a factor of ~20 across qualities, and its last scale
+# sets how coarsely each quality quantizes z. h_a runs only in the encoder, so no decoder
+# layer changes.
 MODULATIONS = {
     0: {},
     1: {"g_a": ((0, "out"), (2, "out"), (4, "out")), "g_s": ((2, "in"), (4, "in"), (6, "in"))},
     2: {"g_a": ((0, "out"), (2, "out"), (4, "out"), (2, "in"), (4, "in"), (6, "in")),
         "g_s": ((2, "in"), (4, "in"), (6, "in"), (0, "out"), (2, "out"), (4, "out"))},
+    3: {"g_a": ((0, "out"), (2, "out"), (4, "out"), (2, "in"), (4, "in"), (6, "in")),
+        "g_s": ((2, "in"), (4, "in"), (6, "in"), (0, "out"), (2, "out"), (4, "out")),
+        "h_a": ((0, "out"), (2, "out"), (4, "out"))},
 }
 # Each level extends the one before it: its first scales are the earlier level's.
 
@@ -99,6 +106,16 @@ MODULATIONS = {
 def modulated_convolutions(cfg: ModelConfig) -> dict[str, tuple[tuple[int, str], ...]]:
     """Per transform, the (layer, side) pairs that `cfg`'s modulation scales (none: {})."""
     return MODULATIONS[int(cfg.modulated)]
+
+
+def modulation_channels(cfg: ModelConfig, name: str) -> int:
+    """The number of channels each scale of transform `name`'s modulation has (its sites all
+    have the same)."""
+    layers = TRANSFORMS[name](cfg)
+    counts = {layers[i][2] if side == "out" else layers[i][1]
+              for i, side in MODULATIONS[max(MODULATIONS)][name]}
+    assert len(counts) == 1, f"{name}'s modulated layers differ in width"
+    return counts.pop()
 
 TRANSFORMS = {"g_a": analysis_layers, "g_s": synthesis_layers, "h_a": hyper_analysis_layers,
               "h_s": hyper_synthesis_layers}

@@ -88,7 +88,8 @@ class TorchTransforms:
 
 def modulation_quality(bundle: ModelBundle, name: str, quality: float | None) -> float | None:
     """The quality whose weights transform `name` runs with: None for the transforms that no
-    modulation touches (h_a, or any of a model without modulation), which serve every quality."""
+    modulation touches (h_a below level 3, or any of a model without modulation), which serve
+    every quality."""
     from .architecture import modulated_convolutions
 
     if name not in modulated_convolutions(bundle.config):
@@ -190,7 +191,7 @@ def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> 
     """Gain, hyper-analysis and rounding at one quality: the integer symbols a file stores."""
     gain, _ = bundle.gains(quality)
     y = y * gain.astype(y.dtype)[:, None, None]
-    z = transforms("h_a", y)
+    z = transforms("h_a", y, quality)
     z = np.clip(np.round(z), entropy_coding.VALUE_MIN, entropy_coding.VALUE_MAX).astype(np.int64)
     means, scale_fixed = bundle.hyper.fixed_point(z[None])
     y = y.astype(np.float64)

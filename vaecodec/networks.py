@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from .architecture import (
     CONTEXT_TRANSFORMS, EXTRAPOLATED_LEVELS_PER_UNIT, LOG_SCALE_STEP, MAX_QUALITY, MIN_QUALITY,
     QUALITY_LAMBDAS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, TRANSFORMS,
-    ModelConfig, anchor_mask, initial_log_gains, modulated_convolutions,
+    ModelConfig, anchor_mask, initial_log_gains, modulated_convolutions, modulation_channels,
 )
 
 __all__ = ["GDN", "HyperpriorVAE", "CheckerboardContext", "ModelConfig", "build",
@@ -113,7 +113,8 @@ class HyperpriorVAE(nn.Module):
         if self.modulation:
             # Zero: every quality starts with the plain transforms.
             self.log_modulation = nn.ParameterDict({
-                name: nn.Parameter(torch.zeros(len(sites), len(QUALITY_LAMBDAS), cfg.N))
+                name: nn.Parameter(torch.zeros(len(sites), len(QUALITY_LAMBDAS),
+                                         modulation_channels(cfg, name)))
                 for name, sites in self.modulation.items()})
 
     def transform(self, name: str, x: torch.Tensor, quality: torch.Tensor,

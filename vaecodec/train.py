@@ -209,7 +209,7 @@ class TrainingModel(nn.Module):
         with self.reduced_precision(x):
             features = vae.transform("g_a", x, quality, range(last_a))
         y = vae.g_a[last_a](features.float()) * gain
-        z = vae.h_a(y)
+        z = vae.transform("h_a", y, quality)
         z_tilde, z_likelihood = self.z_rate(z)
         means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
 
@@ -420,7 +420,8 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
             wide[name] = tensor
     for name in MODULATIONS[max(MODULATIONS)]:     # new channels start unmodulated
         if f"vae.log_modulation.{name}" in state and f"vae.log_modulation.{name}" in wide:
-            wide[f"vae.log_modulation.{name}"][..., :old_n] = state[f"vae.log_modulation.{name}"]
+            old = state[f"vae.log_modulation.{name}"]
+            wide[f"vae.log_modulation.{name}"][..., :old.shape[-1]] = old
     wide["vae.log_gain"][:, :old_m] = state["vae.log_gain"]
     wide["vae.log_inverse_gain"][:, :old_m] = state["vae.log_inverse_gain"]
 
@@ -510,15 +511,12 @@ def modulation_level(path: str | Path) -> int:
     """The level of per-quality modulation (`--modulation`, architecture.MODULATIONS) of the
     model in a weights file or compact state: 0 for none."""
     with np.load(path, allow_pickle=False) as arrays:
-        for name in arrays.files:
-            if name.endswith(".log_modulation.g_a"):
-                levels = {len(transforms.get("g_a", ())): level
-                          for level, transforms in MODULATIONS.items()}
-                if len(arrays[name]) not in levels:
-                    raise ValueError(f"{path}: {len(arrays[name])} modulated layers of g_a "
-                                     "match no modulation level")
-                return levels[len(arrays[name])]
-    return 0
+        counts = {name.rsplit(".", 1)[1]: len(arrays[name]) for name in arrays.files
+                  if ".log_modulation." in name}
+    for level, transforms in MODULATIONS.items():
+        if counts == {name: len(sites) for name, sites in transforms.items()}:
+            return level
+    raise ValueError(f"{path}: modulated layers {counts} match no modulation level")
 
 
 def distributed_context(device: str) -> tuple[int, int]:

@@ -67,7 +67,7 @@ class ModelBundle:
         """The float weights in `dtype` that code `quality`: a modulated model's with the
         modulation folded in (`fold_modulation`; the last quality's kept), the others' as
         they are, whatever the quality. `quality` None: as they are, which only the layers
-        that no modulation touches (h_a) may use."""
+        that no modulation touches (see `codec.modulation_quality`) may use."""
         if not self.config.modulated or quality is None:
             return self.params_as(dtype)
         key = ("folded", np.dtype(dtype).name)
@@ -84,7 +84,7 @@ class ModelBundle:
     def torch_model(self, quality: float | None = None):
         """The float networks as a PyTorch `HyperpriorVAE` (for GPU coding), without h_s; for
         a modulated model, the plain layers with the modulation of `quality` folded in (None:
-        not folded, right for h_a only)."""
+        not folded, right only for the transforms that no modulation touches)."""
         key = quality if self.config.modulated else None
         cached = self._cache.get("torch")
         if cached is None or cached[0] != key:
