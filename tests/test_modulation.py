@@ -42,6 +42,22 @@ def test_folded_weights_compute_the_modulated_transforms(quality, level):
         np.testing.assert_allclose(computed, expected[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_every_scale_of_the_highest_level_learns():
+    """Each modulated site of each transform, first and last layers included, is on the
+    training model's path: a training step gives every one of its scales a gradient."""
+    from vaecodec.train import TrainingModel
+
+    torch.manual_seed(0)
+    model = TrainingModel(ModelConfig(8, 12, 8, modulated=max(MODULATIONS)))
+    for table in model.vae.log_modulation.values():
+        torch.nn.init.normal_(table, std=0.1)
+    out = model(torch.rand(2, 3, 64, 64), torch.tensor([1.5, 6.0]))
+    (out["bpp"] + 100 * out["mse"]).sum().backward()
+    for name, table in model.vae.log_modulation.items():
+        for site, grad in zip(MODULATIONS[max(MODULATIONS)][name], table.grad):
+            assert grad.abs().max() > 0, (name, site)
+
+
 def export_from_plain_state(folder, name, scale):
     """The plain model's state as a modulated model, its log-scales random of standard
     deviation `scale` (0: all scales one)."""

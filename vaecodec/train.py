@@ -208,7 +208,7 @@ class TrainingModel(nn.Module):
         last_a, last_s = len(vae.g_a) - 1, len(vae.g_s) - 1
         with self.reduced_precision(x):
             features = vae.transform("g_a", x, quality, range(last_a))
-        y = vae.g_a[last_a](features.float()) * gain
+        y = vae.transform("g_a", features.float(), quality, range(last_a, last_a + 1)) * gain
         z = vae.transform("h_a", y, quality)
         z_tilde, z_likelihood = self.z_rate(z)
         means, log_scales = split_entropy_parameters(vae.h_s(z_tilde))
@@ -229,7 +229,7 @@ class TrainingModel(nn.Module):
         y_hat = rounded(means)
         y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else y_hat
         y_likelihood = gaussian_likelihood(y_tilde, means, scales)
-        features = vae.g_s[0](y_hat * inverse_gain)
+        features = vae.transform("g_s", y_hat * inverse_gain, quality, range(1))
         with self.reduced_precision(x):
             features = vae.transform("g_s", features, quality, range(1, last_s))
         x_hat = vae.transform("g_s", features.float(), quality, range(last_s, last_s + 1))
