@@ -96,10 +96,8 @@ MODULATIONS = {
     1: {"g_a": ((0, "out"), (2, "out"), (4, "out")), "g_s": ((2, "in"), (4, "in"), (6, "in"))},
     2: {"g_a": ((0, "out"), (2, "out"), (4, "out"), (2, "in"), (4, "in"), (6, "in")),
         "g_s": ((2, "in"), (4, "in"), (6, "in"), (0, "out"), (2, "out"), (4, "out"))},
-    3: {"g_a": ((0, "out"), (2, "out"), (4, "out"), (2, "in"), (4, "in"), (6, "in")),
-        "g_s": ((2, "in"), (4, "in"), (6, "in"), (0, "out"), (2, "out"), (4, "out")),
-        "h_a": ((0, "out"), (2, "out"), (4, "out"))},
 }
+MODULATIONS[3] = {**MODULATIONS[2], "h_a": ((0, "out"), (2, "out"), (4, "out"))}
 # Each level extends the one before it: its first scales are the earlier level's.
 
 

@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "state without one starts coding exactly as that state did)")
     sub.add_argument("--modulation", type=int, nargs="?", const=1, default=0, choices=[0, 1, 2, 3],
                      help="per-quality modulation of the transforms, level 1 (one side of each "
-                          "hidden GDN), 2 (both sides) or 3 (2 and the hyper-analysis); a run started with --init from a state "
-                          "of a lower level starts coding exactly as that state did")
+                          "hidden GDN), 2 (both sides) or 3 (2 and the hyper-analysis); a run "
+                          "started with --init from a state of a lower level starts coding "
+                          "exactly as that state did")
     sub.add_argument("--modulation-lr", type=float, default=1e-3,
                      help="peak learning rate of the modulation's scales")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
