@@ -176,8 +176,8 @@ def test_a_modulated_state_asks_for_a_modulated_model(models):
 def test_a_level_one_model_extended_to_a_higher_level_codes_as_before(tmp_path, crop,
                                                                      monkeypatch, level):
     """Levels 2 and 3 add scales on the other side of each GDN and in the hyper-analysis;
-    started from a level-1 model (the default, msh96e) they are all one, and the files it
-    writes are the same."""
+    started from a level-1 model (msh96e, the default of sessions 17-19) they are all one, and
+    the files it writes are the same."""
     from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
 
     model = TrainingModel(ModelConfig(modulated=level))
