@@ -2,8 +2,8 @@
 
 The files in tests/compat were written by `vaecodec.compress(crop, quality=q, model=m)` from the
 test crop of kodim23, with each earlier default model: msh96 (sessions 4 to 7), msh96b
-(sessions 8 and 9), msh96c (sessions 10 to 13), msh96d (sessions 14 to 16) and msh96e (sessions 17
-to 19).
+(sessions 8 and 9), msh96c (sessions 10 to 13), msh96d (sessions 14 to 16), msh96e (sessions 17
+to 19) and msh96f (sessions 20 to 23).
 """
 
 from pathlib import Path
@@ -23,7 +23,8 @@ COMPAT = Path(__file__).parent / "compat"
     ("msh96", 0, 3, 26.5), ("msh96", 1, 2, 29.5), ("msh96b", 0, 3, 27.0), ("msh96b", 1, 2, 30.0),
     ("msh96c", 0, 3, 27.0), ("msh96c", 1, 2, 30.0),
     ("msh96d", 0, 3, 27.0), ("msh96d", 1, 2, 30.0),
-    ("msh96e", 0, 3, 27.0), ("msh96e", 1, 2, 30.0)])
+    ("msh96e", 0, 3, 27.0), ("msh96e", 1, 2, 30.0),
+    ("msh96f", 0, 3, 27.0), ("msh96f", 1, 2, 30.0)])
 def test_files_of_earlier_default_models_decode(crop, model, quality, version, min_psnr):
     data = (COMPAT / f"{model}-kodim23-crop-q{quality}.vae").read_bytes()
     header = vaecodec.info(data)

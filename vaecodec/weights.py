@@ -32,8 +32,9 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
 # earlier version keeps the weights it names (msh96: sessions 4-7; msh96b: sessions 8-9;
-# msh96c: sessions 10-13; msh96d: sessions 14-16; msh96e: sessions 17-19).
-DEFAULT_MODEL = "msh96f"
+# msh96c: sessions 10-13; msh96d: sessions 14-16; msh96e: sessions 17-19; msh96f: sessions
+# 20-23).
+DEFAULT_MODEL = "msh96g"
 
 
 def available_models() -> dict[str, Path]:
