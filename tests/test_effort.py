@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 
 def test_effort_never_worse_and_usually_better(crop):
     improved = 0
-    for quality in (2.0, 3.0, 6.0):
+    for quality in (1.0, 2.0, 3.0, 4.0, 6.0):
         plain = vaecodec.compress(crop, quality=quality)
         refined = vaecodec.compress(crop, quality=quality, effort=1)
         plain_psnr = psnr(crop, np.asarray(vaecodec.decompress(plain)))
@@ -21,9 +21,9 @@ def test_effort_never_worse_and_usually_better(crop):
         assert refined_psnr >= plain_psnr
         improved += refined != plain and (len(refined) < len(plain) or refined_psnr > plain_psnr)
     # Not the plain files returned unchanged: at most qualities the refinement found a better
-    # encoding (with msh96c, at quality 2 this crop's plain file was the best it found; msh96d
-    # improves all three).
-    assert improved >= 2
+    # encoding. Which ones depends on the weights: this crop's plain file was the best found at
+    # quality 2 with msh96c, at 2 and 4 with msh96f, and at 2 and 3 with msh96g.
+    assert improved >= 3
 
 
 def test_refined_file_is_an_ordinary_file(crop):
