@@ -29,3 +29,12 @@ def test_quick_benchmark_writes_all_reports(tmp_path, kodim23):
     assert "BD-rate" in (out / "results.md").read_text()
     against = {row["against"] for row in record["bd_rates"]}
     assert {"jpeg420", "webp", "compressai-mbt2018-mean_mse_cpu"} <= against
+
+
+def test_a_curve_without_ms_ssim_shows_no_number_for_it():
+    summary = {"vaecodec": [{"setting": 1, "bpp": 0.2, "psnr": 28.0, "ms_ssim": 0.95,
+                             "encode_s": 0.1, "decode_s": 0.1, "peak_mb": 10.0}]}
+    rows = [{"against": "published-psnr-only", "source": "published (x)", "bd_rate_psnr": -3.0}]
+    table = benchmark.markdown(summary, rows, None, None, "a note", "a command")
+    assert "| published-psnr-only | published (x) | -3.0% | n/a |" in table
+    assert "nan" not in table

@@ -331,9 +331,13 @@ def markdown(summary, bd_rows, speed, large, note, command) -> str:
               "Bjøntegaard delta rate, cubic polynomial fit of log-rate against quality "
               "(VCEG-M33), over the overlapping quality range.", "",
               "| against | source | BD-rate (PSNR) | BD-rate (MS-SSIM dB) |", "|---|---|---:|---:|"]
+    def percent(value: float | None) -> str:
+        # A published curve without MS-SSIM, or one too short to fit, has no BD-rate to show.
+        return "n/a" if value is None or not math.isfinite(value) else f"{value:+.1f}%"
+
     for row in bd_rows:
-        lines.append(f"| {row['against']} | {row['source']} | {row['bd_rate_psnr']:+.1f}% | "
-                     f"{row.get('bd_rate_ms_ssim', math.nan):+.1f}% |")
+        lines.append(f"| {row['against']} | {row['source']} | {percent(row['bd_rate_psnr'])} | "
+                     f"{percent(row.get('bd_rate_ms_ssim'))} |")
     if speed:
         lines += ["", "## Speed against CompressAI (same architecture and widths, same run)", "",
                   f"Mean-scale hyperprior N={speed['widths']['N']}, M={speed['widths']['M']}; "
