@@ -155,3 +155,20 @@ def test_encoder_effort_refines_the_others_and_keeps_the_anchors(models, crop):
     assert np.array_equal(*anchors)
     assert psnr(np.asarray(vaecodec.decompress(refined)), crop) >= psnr(
         np.asarray(vaecodec.decompress(plain)), crop) - 1e-9
+
+
+def test_a_fresh_context_model_learns_at_its_own_rate():
+    """Beside transforms that have converged, a new context model trains at `context_lr`: each
+    parameter is in exactly one optimizer group, the context's alone in a group of that rate."""
+    from vaecodec.networks import ModelConfig
+    from vaecodec.train import build_training
+
+    model, optimizer, aux = build_training(ModelConfig(8, 12, 8), True, False, "cpu", 5e-5, 1e-3,
+                                           context_lr=5e-4)
+    context = {id(p) for p in model.context.parameters()}
+    groups = [{id(p) for p in group["params"]} for group in optimizer.param_groups]
+    everything = [id(p) for g in optimizer.param_groups + aux.param_groups for p in g["params"]]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())
+    assert context in groups
+    rate = optimizer.param_groups[groups.index(context)]["lr_scale"] * 5e-5
+    assert rate == pytest.approx(5e-4)

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "exactly as that state did")
     sub.add_argument("--modulation-lr", type=float, default=1e-3,
                      help="peak learning rate of the modulation's scales")
+    sub.add_argument("--context-lr", type=float, default=5e-4,
+                     help="peak learning rate of the context model")
     sub.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     sub.add_argument("--bf16", action="store_true",
                      help="run the inner layers of the image transforms in bfloat16 "
@@ -259,6 +261,7 @@ def run(args) -> int:
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
                           average=args.average, context=args.context, bf16=args.bf16,
                           modulation=args.modulation, modulation_lr=args.modulation_lr,
+                          context_lr=args.context_lr,
                           compile=args.compile, lowest_quality=args.lowest_quality,
                           balance=args.balance)
         from tqdm import tqdm

@@ -69,6 +69,9 @@ class TrainConfig:
     # The modulation's few scales learn at their own, higher rate (session 17: 1e-3 beside the
     # transforms' 5e-5); the schedule scales both alike.
     modulation_lr: float = 1e-3
+    # A context model added to a trained model starts from nothing beside weights that have
+    # converged, so it too learns at its own rate (the schedule scales it alike).
+    context_lr: float = 5e-4
     bf16: bool = False            # g_a and g_s in bfloat16, channels-last (GPU tensor cores)
     compile: str = "off"          # torch.compile the model: "on", "off", or "auto" (CompileTrial)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
@@ -533,22 +536,27 @@ def distributed_context(device: str) -> tuple[int, int]:
 
 
 def build_training(widths: ModelConfig, context: bool, bf16: bool, device, lr: float,
-                   aux_lr: float, modulation_lr: float = TrainConfig.modulation_lr
+                   aux_lr: float, modulation_lr: float = TrainConfig.modulation_lr,
+                   context_lr: float = TrainConfig.context_lr
                    ) -> tuple[TrainingModel, torch.optim.Optimizer, torch.optim.Optimizer]:
     """A fresh model on `device` and its optimizers: Adam on everything but the bottleneck's
     quantiles, and Adam on those (they learn from the auxiliary loss alone). A modulated
-    model's scales are a second group of the first, at `modulation_lr` (each group's
-    `lr_scale` is its rate over the first's, which the schedule keeps)."""
+    model's scales are a second group of the first, at `modulation_lr`, and a context model a
+    further one at `context_lr` (each group's `lr_scale` is its rate over the first's, which
+    the schedule keeps)."""
     model = TrainingModel(widths, context, bf16).to(device)
     if bf16:    # the layout bfloat16 convolutions run fastest in on tensor cores
         model = model.to(memory_format=torch.channels_last)
-    main = [p for n, p in model.named_parameters()
-            if not n.endswith("quantiles") and ".log_modulation." not in n]
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")
+            and ".log_modulation." not in n and not n.startswith("context.")]
     modulation = [p for n, p in model.named_parameters() if ".log_modulation." in n]
+    context_parameters = [p for n, p in model.named_parameters() if n.startswith("context.")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     groups = [{"params": main, "lr_scale": 1.0}]
     if modulation:
         groups.append({"params": modulation, "lr_scale": modulation_lr / lr})
+    if context_parameters:
+        groups.append({"params": context_parameters, "lr_scale": context_lr / lr})
     fused = torch.device(device).type == "cuda"   # one kernel for the whole update
     return (model, torch.optim.Adam(groups, lr=lr, fused=fused),
             torch.optim.Adam(aux, lr=aux_lr, fused=fused))
@@ -634,7 +642,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
     model, optimizer, aux_optimizer = build_training(
         ModelConfig(cfg.N, cfg.M, cfg.H, cfg.modulation), cfg.context, cfg.bf16, device, cfg.lr,
-        cfg.aux_lr, cfg.modulation_lr)
+        cfg.aux_lr, cfg.modulation_lr, cfg.context_lr)
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     step, spent = 0, 0.0
     warm_from = 0       # a fresh optimizer warms up again from this step
