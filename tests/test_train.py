@@ -131,12 +131,17 @@ def test_exported_weights_code_an_image(folder, tmp_path, monkeypatch):
         weights.load_model.cache_clear()
 
 
-def test_a_context_model_trains_resumes_and_codes_an_image(folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("modulation", [0, 3])
+def test_a_context_model_trains_resumes_and_codes_an_image(folder, tmp_path, monkeypatch,
+                                                           modulation):
+    """With or without the per-quality modulation (a context model on the default model's
+    line)."""
     from vaecodec import codec, weights
 
     def config(out, steps):
         cfg = tiny(folder, tmp_path / out, steps)
         cfg.context = True
+        cfg.modulation = modulation
         return cfg
 
     straight = torch.load(train(config("a", 4), log=lambda *_: None), weights_only=True)
@@ -151,6 +156,7 @@ def test_a_context_model_trains_resumes_and_codes_an_image(folder, tmp_path, mon
     weights.load_model.cache_clear()
     try:
         assert weights.load_model("tinycb").context is not None
+        assert weights.load_model("tinycb").config.modulated == modulation
         image = np.asarray(Image.open(next(folder.iterdir())).convert("RGB"))
         assert codec.decompress(codec.compress(image, quality=3, model="tinycb")).size == (200, 150)
     finally:
