@@ -331,6 +331,7 @@ def markdown(summary, bd_rows, speed, large, note, command) -> str:
               "Bjøntegaard delta rate, cubic polynomial fit of log-rate against quality "
               "(VCEG-M33), over the overlapping quality range.", "",
               "| against | source | BD-rate (PSNR) | BD-rate (MS-SSIM dB) |", "|---|---|---:|---:|"]
+
     def percent(value: float | None) -> str:
         # A published curve without MS-SSIM, or one too short to fit, has no BD-rate to show.
         return "n/a" if value is None or not math.isfinite(value) else f"{value:+.1f}%"

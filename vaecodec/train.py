@@ -547,16 +547,20 @@ def build_training(widths: ModelConfig, context: bool, bf16: bool, device, lr: f
     model = TrainingModel(widths, context, bf16).to(device)
     if bf16:    # the layout bfloat16 convolutions run fastest in on tensor cores
         model = model.to(memory_format=torch.channels_last)
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")
-            and ".log_modulation." not in n and not n.startswith("context.")]
-    modulation = [p for n, p in model.named_parameters() if ".log_modulation." in n]
-    context_parameters = [p for n, p in model.named_parameters() if n.startswith("context.")]
-    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    groups = [{"params": main, "lr_scale": 1.0}]
-    if modulation:
-        groups.append({"params": modulation, "lr_scale": modulation_lr / lr})
-    if context_parameters:
-        groups.append({"params": context_parameters, "lr_scale": context_lr / lr})
+    def kind(name: str) -> str:
+        if name.endswith("quantiles"):
+            return "aux"
+        if ".log_modulation." in name:
+            return "modulation"
+        return "context" if name.startswith("context.") else "main"
+
+    parameters = {"main": [], "modulation": [], "context": [], "aux": []}
+    for name, parameter in model.named_parameters():
+        parameters[kind(name)].append(parameter)
+    rates = {"main": lr, "modulation": modulation_lr, "context": context_lr}
+    groups = [{"params": parameters[k], "lr_scale": rate / lr} for k, rate in rates.items()
+              if parameters[k] or k == "main"]
+    aux = parameters["aux"]
     fused = torch.device(device).type == "cuda"   # one kernel for the whole update
     return (model, torch.optim.Adam(groups, lr=lr, fused=fused),
             torch.optim.Adam(aux, lr=aux_lr, fused=fused))
