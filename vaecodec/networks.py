@@ -9,6 +9,7 @@ qualities interpolate the log gains linearly between the two neighbouring levels
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -170,16 +171,28 @@ class CheckerboardContext(nn.Module):
         continuous `scale_index` (log-scale steps above SCALE_MIN): the hyperprior's. Returns
         means and scale indices that are corrected at the non-anchors and the hyperprior's at
         the anchors."""
-        anchors = torch.from_numpy(anchor_mask(*y_hat.shape[-2:])).to(y_hat.device)
-        others = ~anchors
+        anchors, others = self._positions(*y_hat.shape[-2:], y_hat.device)
         features = self.context(y_hat * anchors)
-        # One position at a time: only the non-anchors need to go through the network.
-        inputs = torch.cat([features, means, scale_index], dim=1)[:, :, others]
-        corrections = self.entropy_parameters(inputs[..., None])[..., 0]
+        # Only the non-anchors go through the network, gathered by a fixed index: a boolean
+        # mask would make a GPU wait for its count (a host sync every step).
+        inputs = torch.cat([features, means, scale_index], dim=1).flatten(2)
+        corrections = self.entropy_parameters(inputs.index_select(2, others)[..., None])[..., 0]
         mean_corrections, scale_corrections = corrections.chunk(2, dim=1)
-        means, scale_index = means.clone(), scale_index.clone()
-        means[:, :, others] = means[:, :, others] + mean_corrections
-        scale_index[:, :, others] = scale_index[:, :, others] + scale_corrections
+        means = means.flatten(2).index_add(2, others, mean_corrections).view_as(means)
+        scale_index = scale_index.flatten(2).index_add(2, others, scale_corrections)
+        return means, scale_index.view_as(means)
+
+    def _positions(self, height: int, width: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchor mask as a float tensor and the flat indices of the non-anchors, kept
+        per size and device so that a training step copies nothing to the device."""
+        key = (height, width, str(device))
+        cache = self.__dict__.setdefault("_position_cache", {})
+        if key not in cache:
+            anchors = anchor_mask(height, width)
+            cache[key] = (torch.from_numpy(anchors.astype(np.float32)).to(device),
+                          torch.from_numpy(np.flatnonzero(~anchors)).to(device))
+        return cache[key]
         return means, scale_index
 
 
