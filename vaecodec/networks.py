@@ -193,7 +193,6 @@ class CheckerboardContext(nn.Module):
             cache[key] = (torch.from_numpy(anchors.astype(np.float32)).to(device),
                           torch.from_numpy(np.flatnonzero(~anchors)).to(device))
         return cache[key]
-        return means, scale_index
 
 
 def split_entropy_parameters(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
