@@ -131,10 +131,10 @@ class HyperpriorVAE(nn.Module):
                       for site, log in zip(self.modulation[name], logs)}
         for i in range(len(sequence)) if layers is None else layers:
             if (i, "in") in scales:
-                x = x * scales[i, "in"]
+                x = x * scales[i, "in"].to(x.dtype)
             x = sequence[i](x)
             if (i, "out") in scales:
-                x = x * scales[i, "out"]
+                x = x * scales[i, "out"].to(x.dtype)
         return x
 
     def gains(self, quality: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
