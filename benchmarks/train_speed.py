@@ -5,8 +5,8 @@ whichever is faster (`bin/gpu-session`); on the CPU it says what a configuration
 a run commits to it.
 
     python benchmarks/train_speed.py [--device cuda] [--batches 32,64] [--patch 256]
-        [--precisions float32,bfloat16] [--widths 96,160,96] [--context] [--seconds 8]
-        [--json out.json]
+        [--precisions float32,bfloat16] [--widths 96,160,96] [--modulation 3] [--context]
+        [--seconds 8] [--json out.json]
 
 Crops come from the training photos when `--data` holds some (their content does not change
 the speed), random pixels otherwise. Prints one row per configuration, then the fastest in
@@ -77,6 +77,8 @@ def main() -> int:
     parser.add_argument("--patch", type=int, default=256)
     parser.add_argument("--precisions", default="float32,bfloat16")
     parser.add_argument("--widths", default="96,160,96")
+    parser.add_argument("--modulation", type=int, default=0,
+                        help="per-quality modulation level, as the shipped models have")
     parser.add_argument("--context", action="store_true")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=int, default=5)
@@ -86,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    widths = ModelConfig(*(int(v) for v in args.widths.split(",")))
+    widths = ModelConfig(*(int(v) for v in args.widths.split(",")), args.modulation)
     photos = list_images(args.data)[:64] if Path(args.data).is_dir() else []
     if photos:
         sampler = CropSampler(photos, args.patch, torch.Generator().manual_seed(0), args.device)
@@ -95,7 +97,8 @@ def main() -> int:
         crops = lambda batch: torch.rand(batch, 3, args.patch, args.patch)  # noqa: E731
 
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"device: {name}; widths {args.widths}{' + context' if args.context else ''}; "
+    print(f"device: {name}; widths {args.widths}, modulation level {args.modulation}"
+          f"{' + context' if args.context else ''}; "
           f"crops of {args.patch}² from {'photos' if photos else 'random pixels'}")
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):

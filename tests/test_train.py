@@ -208,8 +208,8 @@ def test_the_training_speed_benchmark_measures_both_precisions(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
-    command = [sys.executable, str(script), "--device", "cpu", "--widths", "8,8,8", "--patch",
-               "64", "--batches", "2", "--seconds", "0.2", "--warmup", "1", "--threads", "1",
+    command = [sys.executable, str(script), "--device", "cpu", "--widths", "8,8,8",
+               "--modulation", "3", "--patch", "64", "--batches", "2", "--seconds", "0.2", "--warmup", "1", "--threads", "1",
                "--data", str(tmp_path / "none"), "--json", str(tmp_path / "speed.json")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
