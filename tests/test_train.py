@@ -166,7 +166,7 @@ def test_a_context_model_trains_resumes_and_codes_an_image(folder, tmp_path, mon
 def test_bfloat16_training_computes_nearly_the_float32_loss(folder, tmp_path):
     """--bf16 runs the inner transform layers in bfloat16: the same loss to within a few
     percent, float32 weights, and a run that trains and checkpoints."""
-    from vaecodec.networks import ModelConfig
+    from vaecodec.networks import HyperpriorVAE, ModelConfig
     from vaecodec.train import CropSampler, TrainingModel, list_images
 
     torch.manual_seed(0)
@@ -184,8 +184,7 @@ def test_bfloat16_training_computes_nearly_the_float32_loss(folder, tmp_path):
 
     # A modulated model's per-quality scales must not promote the features back to float32
     # between layers: on the CPU such mixed-precision products ran 8 times slower.
-    modulated = TrainingModel(ModelConfig(16, 16, 8, 3)).train()
-    vae = modulated.vae
+    vae = HyperpriorVAE(ModelConfig(16, 16, 8, 3))
     inputs = {"g_a": (x, range(len(vae.g_a) - 1)),   # the layers autocast covers
               "g_s": (torch.randn(4, vae.g_s[0].out_channels, 8, 8), range(1, len(vae.g_s) - 1))}
     for name, (inner, layers) in inputs.items():
@@ -209,7 +208,8 @@ def test_the_training_speed_benchmark_measures_both_precisions(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
     command = [sys.executable, str(script), "--device", "cpu", "--widths", "8,8,8",
-               "--modulation", "3", "--patch", "64", "--batches", "2", "--seconds", "0.2", "--warmup", "1", "--threads", "1",
+               "--modulation", "3", "--patch", "64", "--batches", "2", "--seconds", "0.2",
+               "--warmup", "1", "--threads", "1",
                "--data", str(tmp_path / "none"), "--json", str(tmp_path / "speed.json")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
