@@ -219,8 +219,11 @@ def test_the_training_speed_benchmark_measures_both_precisions(tmp_path):
     assert "fastest:" in result.stdout
 
 
-def test_distributed_training_with_two_cpu_processes(folder, tmp_path):
-    """torchrun with two gloo processes: DDP keeps the replicas identical, rank 0 checkpoints."""
+@pytest.mark.parametrize("compile_mode", [
+    "off", pytest.param("on", marks=pytest.mark.slow)])   # compiling takes a minute here
+def test_distributed_training_with_two_cpu_processes(folder, tmp_path, compile_mode):
+    """torchrun with two gloo processes: DDP keeps the replicas identical, rank 0 checkpoints;
+    compiled too (--compile on compiles under DDP; auto's timing trial does not run there)."""
     import os
     import subprocess
     import sys
@@ -229,10 +232,12 @@ def test_distributed_training_with_two_cpu_processes(folder, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--master-port", "29531", "-m", "vaecodec.cli", "train", "--data", str(folder),
                "--out", str(out), "--steps", "3", "--batch", "2", "--patch", "64",
-               "--widths", "8,8,8", "--threads", "1", "--holdout", "1", "--save-replicas"]
+               "--widths", "8,8,8", "--threads", "1", "--holdout", "1", "--save-replicas",
+               "--compile", compile_mode]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch.compile failed" not in result.stdout + result.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3
     replica = torch.load(out / "replica1.pt", weights_only=True)

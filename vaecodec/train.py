@@ -678,7 +678,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     if world > 1:
         # The quantiles only enter the auxiliary loss, outside DDP's forward.
         trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    trial = CompileTrial(trainer, cfg.compile if world == 1 else "off", device, log)
+    # Ranks must train the same graph: a timed trial could choose differently on each, so
+    # several processes compile only when told to ("on").
+    trial = CompileTrial(trainer, cfg.compile if world == 1 or cfg.compile != "auto" else "off",
+                         device, log)
 
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
     sampler = CropSampler(train_paths, cfg.patch, generator, device)
