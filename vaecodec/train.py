@@ -680,8 +680,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     # Ranks must train the same graph: a timed trial could choose differently on each, so
     # several processes compile only when told to ("on").
-    trial = CompileTrial(trainer, cfg.compile if world == 1 or cfg.compile != "auto" else "off",
-                         device, log)
+    compile_mode = "off" if world > 1 and cfg.compile == "auto" else cfg.compile
+    trial = CompileTrial(trainer, compile_mode, device, log)
 
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
     sampler = CropSampler(train_paths, cfg.patch, generator, device)
