@@ -223,7 +223,7 @@ def test_the_training_speed_benchmark_measures_both_precisions(tmp_path):
     "off", pytest.param("on", marks=pytest.mark.slow)])   # compiling takes a minute here
 def test_distributed_training_with_two_cpu_processes(folder, tmp_path, compile_mode):
     """torchrun with two gloo processes: DDP keeps the replicas identical, rank 0 checkpoints;
-    compiled too (--compile on compiles under DDP; auto's timing trial does not run there)."""
+    compiled too (--compile on compiles every rank alike)."""
     import os
     import subprocess
     import sys
@@ -462,6 +462,41 @@ def test_compile_auto_keeps_the_faster_model_and_survives_a_failing_compiler(
         assert state["step"] == 30
         assert any(expected in m for m in messages), messages
         assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_compile_auto_under_torchrun_follows_rank_zero(tmp_path):
+    """Under torchrun the timing trial's decision is rank 0's on every rank, so the ranks train
+    the same graph even where their own timings disagree (here made to, with a stand-in
+    compiler: on rank 0 the compiled model is slower, on rank 1 faster)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "trial.py"
+    script.write_text(
+        "import time, torch, torch.distributed as dist\n"
+        "from vaecodec.train import CompileTrial\n"
+        "dist.init_process_group('gloo')\n"
+        "rank = dist.get_rank()\n"
+        "CompileTrial.STEPS = 3\n"
+        "def stand_in(model):\n"
+        "    return lambda: (time.sleep(0.03 * (rank == 0)), 'compiled')[1]\n"
+        "torch.compile = stand_in\n"
+        "def eager():\n"
+        "    time.sleep(0.03 * (rank == 1))\n"
+        "    return 'eager'\n"
+        "trial = CompileTrial(eager, 'auto', 'cpu', lambda *_: None)\n"
+        "for _ in range(2 * (CompileTrial.SETTLE + CompileTrial.STEPS) + 1):\n"
+        "    last = trial.step(lambda trainer: trainer())\n"
+        "print(f'rank {rank} trains {last}', flush=True)\n"
+        "dist.destroy_process_group()\n")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29533", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rank 0 trains eager" in result.stdout and "rank 1 trains eager" in result.stdout, \
+        result.stdout
 
 
 @pytest.mark.slow

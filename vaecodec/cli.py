@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(faster on GPUs with tensor cores; see benchmarks/train_speed.py)")
     sub.add_argument("--compile", default="off", choices=["off", "on", "auto"],
                      help="torch.compile the model; auto times both on the run's first steps "
-                          "and keeps the faster (one process only: under torchrun, use on)")
+                          "and keeps the faster (under torchrun, as rank 0 measured it)")
     sub.add_argument("--threads", type=int, default=0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

@@ -274,7 +274,8 @@ class CompileTrial:
     timed eager steps, then the compilation and as many timed compiled steps. The compiled
     model stays only if it is MARGIN times as fast; if compiling fails, training goes on
     eagerly. Every step of the trial trains, so only the compilation's time is spent on the
-    question. `mode` "on" compiles at once without measuring; "off" never compiles."""
+    question. `mode` "on" compiles at once without measuring; "off" never compiles. Under
+    torchrun every rank takes rank 0's decision, so that all of them train the same graph."""
 
     SETTLE = 10     # steps before timing (cuDNN picks its algorithms; the compilation runs)
     STEPS = 100     # timed steps of each
@@ -317,10 +318,19 @@ class CompileTrial:
                 self.eager_rate, self.phase = rate, "timing compiled"
                 self.trainer = torch.compile(self.model)
                 return
-            keep = rate >= self.MARGIN * self.eager_rate
+            keep = self._as_rank_zero_decides(rate >= self.MARGIN * self.eager_rate)
             self.log(f"compiled model: {rate:.2f} steps/s against {self.eager_rate:.2f} eagerly; "
                      f"training on {'compiled' if keep else 'eagerly'}")
             self.trainer, self.phase = (self.trainer if keep else self.model), "done"
+
+    def _as_rank_zero_decides(self, keep: bool) -> bool:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return keep
+        flag = torch.tensor([float(keep)], device=self.device)
+        dist.broadcast(flag, 0)
+        return bool(flag.item())
 
 
 def shipped_state(checkpoint: dict) -> dict:
@@ -678,10 +688,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     if world > 1:
         # The quantiles only enter the auxiliary loss, outside DDP's forward.
         trainer = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    # Ranks must train the same graph: a timed trial could choose differently on each, so
-    # several processes compile only when told to ("on").
-    compile_mode = "off" if world > 1 and cfg.compile == "auto" else cfg.compile
-    trial = CompileTrial(trainer, compile_mode, device, log)
+    trial = CompileTrial(trainer, cfg.compile, device, log)
 
     train_paths, holdout_paths = split_holdout(list_images(cfg.data), cfg.holdout)
     sampler = CropSampler(train_paths, cfg.patch, generator, device)
