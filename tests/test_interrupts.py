@@ -16,7 +16,9 @@ import vaecodec
 
 from .conftest import run_cli
 
-COUNT = 10
+# Enough photos that the batch is still running when the signal lands: on a fast machine ten of
+# them took 0.7 s after the first file appeared, which a busy moment of the test could miss.
+COUNT = 24
 
 
 @pytest.fixture()
@@ -25,7 +27,7 @@ def photos(tmp_path, kodim23):
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(COUNT):
-        piece = kodim23[20 * i:20 * i + 192, 30 * i:30 * i + 256]
+        piece = kodim23[13 * i:13 * i + 192, 20 * i:20 * i + 256]
         Image.fromarray(np.ascontiguousarray(piece)).save(folder / f"p{i}.png")
     return sorted(folder.iterdir())
 
