@@ -4,7 +4,7 @@ The files in tests/compat were written by `vaecodec.compress(crop, quality=q, mo
 test crop of kodim23, with each earlier default model: msh96 (sessions 4 to 7), msh96b
 (sessions 8 and 9), msh96c (sessions 10 to 13), msh96d (sessions 14 to 16), msh96e (sessions 17
 to 19), msh96f (sessions 20 to 23), msh96g (sessions 24 and 25), msh96h (sessions 26 to
-28), msh96i (sessions 29 and 30) and msh96j (sessions 31 to 33).
+28), msh96i (sessions 29 and 30), msh96j (sessions 31 to 33) and msh96k (session 34).
 """
 
 from pathlib import Path
@@ -29,7 +29,8 @@ COMPAT = Path(__file__).parent / "compat"
     ("msh96g", 0, 3, 27.0), ("msh96g", 1, 2, 30.0),
     ("msh96h", 0, 3, 27.0), ("msh96h", 1, 2, 30.0),
     ("msh96i", 0, 3, 27.0), ("msh96i", 1, 2, 30.0),
-    ("msh96j", 0, 3, 27.0), ("msh96j", 1, 2, 30.0)])
+    ("msh96j", 0, 3, 27.0), ("msh96j", 1, 2, 30.0),
+    ("msh96k", 0, 3, 27.0), ("msh96k", 1, 2, 30.0)])
 def test_files_of_earlier_default_models_decode(crop, model, quality, version, min_psnr):
     data = (COMPAT / f"{model}-kodim23-crop-q{quality}.vae").read_bytes()
     header = vaecodec.info(data)
