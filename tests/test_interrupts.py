@@ -36,9 +36,16 @@ def digests(paths):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
 
+def default_sigint():
+    # A test run started in the background (`pytest &` from a script) inherits SIGINT ignored,
+    # and so would the CLI, which then rightly finishes its batch; the test wants a terminal's.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args):
     return subprocess.Popen([sys.executable, "-m", "vaecodec.cli", *map(str, args), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
 
 
 def wait_for_outputs(folder: Path, suffix: str, process, timeout=120):
