@@ -4,7 +4,8 @@ The files in tests/compat were written by `vaecodec.compress(crop, quality=q, mo
 test crop of kodim23, with each earlier default model: msh96 (sessions 4 to 7), msh96b
 (sessions 8 and 9), msh96c (sessions 10 to 13), msh96d (sessions 14 to 16), msh96e (sessions 17
 to 19), msh96f (sessions 20 to 23), msh96g (sessions 24 and 25), msh96h (sessions 26 to
-28), msh96i (sessions 29 and 30), msh96j (sessions 31 to 33) and msh96k (session 34).
+28), msh96i (sessions 29 and 30), msh96j (sessions 31 to 33), msh96k (session 34) and msh96l
+(session 35).
 """
 
 from pathlib import Path
@@ -23,7 +24,7 @@ COMPAT = Path(__file__).parent / "compat"
 # The defaults after msh96 all meet one bar (quality 0 files are format version 3, quality 1
 # files version 2), so a new one is one more name here.
 LATER_MODELS = ["msh96b", "msh96c", "msh96d", "msh96e", "msh96f", "msh96g", "msh96h", "msh96i",
-                "msh96j", "msh96k"]
+                "msh96j", "msh96k", "msh96l"]
 
 
 @pytest.mark.parametrize("model, quality, version, min_psnr", [
