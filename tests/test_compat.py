@@ -1,11 +1,8 @@
 """Files written with earlier shipped weights still decode after new weights become the default.
 
 The files in tests/compat were written by `vaecodec.compress(crop, quality=q, model=m)` from the
-test crop of kodim23, with each earlier default model: msh96 (sessions 4 to 7), msh96b
-(sessions 8 and 9), msh96c (sessions 10 to 13), msh96d (sessions 14 to 16), msh96e (sessions 17
-to 19), msh96f (sessions 20 to 23), msh96g (sessions 24 and 25), msh96h (sessions 26 to
-28), msh96i (sessions 29 and 30), msh96j (sessions 31 to 33), msh96k (session 34) and msh96l
-(session 35).
+test crop of kodim23, with each earlier default model (docs/format.md lists them with the
+sessions each was the default).
 """
 
 from pathlib import Path

@@ -31,10 +31,7 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
-# earlier version keeps the weights it names (msh96: sessions 4-7; msh96b: sessions 8-9;
-# msh96c: sessions 10-13; msh96d: sessions 14-16; msh96e: sessions 17-19; msh96f: sessions
-# 20-23; msh96g: sessions 24-25; msh96h: sessions 26-28; msh96i: sessions 29-30; msh96j:
-# sessions 31-33; msh96k: session 34; msh96l: session 35).
+# earlier version keeps the weights it names (docs/format.md lists each model's sessions).
 DEFAULT_MODEL = "msh96m"
 
 
