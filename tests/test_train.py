@@ -361,6 +361,58 @@ def test_a_narrow_state_widens_to_a_model_that_codes_the_same(tmp_path):
         load_compact_state(TrainingModel(ModelConfig(8, 8, 8)), compact)
 
 
+def test_new_latent_channels_can_start_live(tmp_path):
+    from vaecodec.networks import ModelConfig
+    from vaecodec.train import TrainingModel, load_compact_state, save_compact_state
+
+    torch.manual_seed(0)
+    narrow = TrainingModel(ModelConfig(8, 12, 8))
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": narrow.state_dict(), "step": 7, "seconds": 1.0, "config": {}}, checkpoint)
+    compact = save_compact_state(checkpoint, tmp_path / "state.npz")
+    load_compact_state(narrow, compact)
+    wide = TrainingModel(ModelConfig(8, 16, 8))
+    load_compact_state(wide, compact, new_latents=0.5)
+
+    x, quality = torch.rand(2, 3, 64, 64), torch.tensor([2.0, 8.0])
+    with torch.no_grad():
+        narrow_y = narrow.vae.transform("g_a", x, quality)
+        wide_y = wide.vae.transform("g_a", x, quality)
+        out = wide.eval()(x, quality)
+        want = narrow.eval()(x, quality)
+    assert torch.equal(wide_y[:, :12], narrow_y)     # the old channels are untouched
+    assert wide_y[:, 12:].abs().mean() > 0.1 * narrow_y.abs().mean()
+    # the synthesis ignores the new channels until training teaches it to use them
+    assert torch.allclose(out["x_hat"], want["x_hat"], atol=1e-5)
+    assert torch.isfinite(out["bpp"]).all()
+    # each quality's gain for the new channels is where the old channels' are on average
+    assert torch.allclose(wide.vae.log_gain[:, 12:],
+                          narrow.vae.log_gain.mean(1, keepdim=True).expand(-1, 4))
+
+    # While their bits ramp into the loss, training counts fewer of them; evaluation all.
+    wide.y_rate_weight[12:] = 0.0
+    torch.manual_seed(1)
+    ramped = wide.train()(x, quality)["bpp"]
+    wide.y_rate_weight[12:] = 1.0
+    torch.manual_seed(1)
+    assert (ramped < wide(x, quality)["bpp"]).all()
+    wide.y_rate_weight[12:] = 0.0
+    with torch.no_grad():
+        assert torch.equal(wide.eval()(x, quality)["bpp"], out["bpp"])
+
+
+def test_a_run_widened_from_a_state_ramps_the_new_latents_bits_in(folder, tmp_path):
+    from vaecodec.train import save_compact_state
+
+    compact = save_compact_state(train(tiny(folder, tmp_path / "narrow", 2), log=lambda *_: None),
+                                 tmp_path / "state.npz")
+    config = tiny(folder, tmp_path / "wide", 4)
+    config.M, config.init, config.new_latents, config.new_latents_ramp = 12, str(compact), 0.5, 4
+    state = torch.load(train(config, log=lambda *_: None), weights_only=True)
+    assert state["step"] == 4 and state["model"]["vae.log_gain"].shape == (8, 12)
+    assert state["model"]["vae.g_a.6.weight"][8:].abs().sum() > 0
+
+
 def test_the_weight_average_is_what_ships(folder, tmp_path):
     from vaecodec import weights
 

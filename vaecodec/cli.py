@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of the schedule (--steps, or --minutes when given) after "
                           "which the learning rate decays to 1/20")
     sub.add_argument("--widths", default="96,160,96", help="N,M,H channel widths")
+    sub.add_argument("--new-latents", type=float, default=0.0,
+                     help="when --init is narrower in M: start the new latent channels live, "
+                          "their analysis rows at this scale of a fresh initialisation (0: at "
+                          "zero, coding exactly as the narrower state did)")
+    sub.add_argument("--new-latents-ramp", type=int, default=0,
+                     help="with --new-latents: the steps over which the new channels' bits "
+                          "come into the loss (none in the first half, then linearly up to all)")
     sub.add_argument("--context", action="store_true",
                      help="add a checkerboard context model (a run started with --init from a "
                           "state without one starts coding exactly as that state did)")
@@ -261,7 +268,8 @@ def run(args) -> int:
                           kodak=args.kodak, kodak_every=args.kodak_every, init=args.init,
                           average=args.average, context=args.context, bf16=args.bf16,
                           modulation=args.modulation, modulation_lr=args.modulation_lr,
-                          context_lr=args.context_lr,
+                          context_lr=args.context_lr, new_latents=args.new_latents,
+                          new_latents_ramp=args.new_latents_ramp,
                           compile=args.compile, lowest_quality=args.lowest_quality,
                           balance=args.balance)
         from tqdm import tqdm

@@ -76,6 +76,17 @@ class TrainConfig:
     compile: str = "off"          # torch.compile the model: "on", "off", or "auto" (CompileTrial)
     save_replicas: bool = False   # under torchrun, ranks > 0 also save their final weights
     init: str = ""                # a training state to start from (see load_compact_state)
+    # When `init` is narrower in M, the scale of the new latent channels' analysis rows against
+    # PyTorch's default initialisation; 0 starts them at zero, coding exactly as `init` did
+    # (see widen_state).
+    new_latents: float = 0.0
+    # ... and the steps over which their bits come into the loss: none in the first half, then
+    # linearly more up to all, so that the synthesis learns to use them before their rate
+    # pushes them back to zero. None at first, not just few: the rate is the only gradient
+    # their analysis rows get until the synthesis reads them, and Adam steps as far on a small
+    # gradient as on a large one. (Session 44: they learnt, then went back to zero all the
+    # same once their bits counted; see TRAINING.md.)
+    new_latents_ramp: int = 0
     kodak: str = ""               # a folder of evaluation images, reported only (never trained on)
     kodak_every: int = 5000
     # Crops draw qualities from here to MAX_QUALITY: by default the codec's whole scale, so that
@@ -180,6 +191,9 @@ class TrainingModel(nn.Module):
         self.z_prior = EntropyBottleneck(cfg.H)
         self.context = CheckerboardContext(cfg) if context else None
         self.bf16 = bf16
+        # The weight of each latent channel's bits in the training loss (see
+        # TrainConfig.new_latents_ramp); evaluation counts every bit.
+        self.register_buffer("y_rate_weight", torch.ones(cfg.M), persistent=False)
 
     def reduced_precision(self, x: torch.Tensor):
         """bfloat16 autocast for the inner layers of g_a and g_s when training with `bf16`.
@@ -237,7 +251,10 @@ class TrainingModel(nn.Module):
             features = vae.transform("g_s", features, quality, range(1, last_s))
         x_hat = vae.transform("g_s", features.float(), quality, range(last_s, last_s + 1))
         pixels = x.shape[2] * x.shape[3]
-        bits = -(torch.log2(y_likelihood).sum((1, 2, 3)) + torch.log2(z_likelihood).sum((1, 2, 3)))
+        y_bits = -torch.log2(y_likelihood)
+        if self.training:
+            y_bits = y_bits * self.y_rate_weight[:, None, None]
+        bits = y_bits.sum((1, 2, 3)) - torch.log2(z_likelihood).sum((1, 2, 3))
         mse = (x_hat - x).pow(2).mean((1, 2, 3))
         return {"bpp": bits / pixels, "mse": mse, "x_hat": x_hat}
 
@@ -409,7 +426,7 @@ def save_compact_state(checkpoint: str | Path, out: str | Path) -> Path:
     return out
 
 
-def widen_state(state: dict, model: TrainingModel) -> dict:
+def widen_state(state: dict, model: TrainingModel, new_latents: float = 0.0) -> dict:
     """The state of a narrower model (smaller N and/or M, same H) embedded in `model`'s shapes,
     so that the wider model starts out coding as the narrow one did: the same image, and the
     same rate up to ~1e-5 bit per new latent element.
@@ -419,6 +436,15 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
     latent channels start at zero (zero rows at the end of g_a) with mean 0 and the smallest
     scale from h_s, so that they cost next to no bits until training gives them a use; the
     synthesis keeps random weights for them (their input is zero), which passes them a gradient.
+
+    Started so, they stayed at zero (session 16): any bit they spend costs rate before the
+    synthesis has learnt to use it. With `new_latents` > 0 they start live instead: g_a's
+    random rows for them scaled by `new_latents`, each quality's gain the old channels' mean,
+    and h_s's log-scale for them the old channels' mean, lowered by the log of how much
+    shorter the new rows are than the old. The synthesis starts with zero weights from them,
+    so the image is still exact and only the rate grows; their non-zero latents pass those
+    weights a gradient. (With random ones the noise they added to the image drove them back
+    to zero within a thousand steps, session 44.)
     """
     cfg = model.vae.cfg
     old_n, old_m = state["vae.g_a.0.weight"].shape[0], state["vae.log_gain"].shape[1]
@@ -435,8 +461,14 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
         if f"vae.log_modulation.{name}" in state and f"vae.log_modulation.{name}" in wide:
             old = state[f"vae.log_modulation.{name}"]
             wide[f"vae.log_modulation.{name}"][..., :old.shape[-1]] = old
-    wide["vae.log_gain"][:, :old_m] = state["vae.log_gain"]
-    wide["vae.log_inverse_gain"][:, :old_m] = state["vae.log_inverse_gain"]
+    for name in ("vae.log_gain", "vae.log_inverse_gain"):
+        wide[name][:, :old_m] = state[name]
+        if new_latents:
+            wide[name][:, old_m:] = state[name].mean(1, keepdim=True)
+    last_a = f"vae.g_a.{len(model.vae.g_a) - 1}."
+    # how much shorter the new latents' analysis rows are than the old ones, on average
+    shrink = math.log(new_latents * wide[last_a + "weight"][old_m:].flatten(1).norm(dim=1).mean()
+                      / state[last_a + "weight"].flatten(1).norm(dim=1).mean()) if new_latents else 0
 
     convolutions = (nn.Conv2d, nn.ConvTranspose2d)
     for transform in ("g_a", "g_s", "h_a", "h_s"):
@@ -458,7 +490,7 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
             if isinstance(module, nn.Conv2d):
                 weight, new_weight = weight.transpose(0, 1), new_weight.transpose(0, 1)
             cin, cout = weight.shape[:2]
-            if not (transform == "g_s" and i == 0):
+            if new_latents or not (transform == "g_s" and i == 0):
                 new_weight[cin:] = 0.0
             if transform == "h_s" and i == last:    # [means, log-scales], M of each
                 wide_m = new_bias.shape[0] // 2
@@ -468,19 +500,24 @@ def widen_state(state: dict, model: TrainingModel) -> dict:
                 for src, dst in ((0, 0), (old_m, wide_m)):
                     new_weight[:cin, dst:dst + old_m] = weight[:, src:src + old_m]
                     new_bias[dst:dst + old_m] = bias[src:src + old_m]
+                if new_latents:
+                    new_weight[:cin, wide_m + old_m:] = weight[:, old_m:].mean(1, keepdim=True)
+                    new_bias[wide_m + old_m:] = bias[old_m:].mean() + shrink
                 continue
             if transform == "g_a" and i == last:   # the new latent channels start at zero
-                new_weight[:, cout:] = 0.0
+                new_weight[:, cout:] *= new_latents
                 new_bias[cout:] = 0.0
             new_weight[:cin, :cout] = weight
             new_bias[:cout] = bias
     return wide
 
 
-def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
+def load_compact_state(model: nn.Module, path: str | Path,
+                       new_latents: float = 0.0) -> tuple[int, float]:
     """Load a `save_compact_state` file, or a shipped weights file that carries its training
     state (`weights.training_state`), into `model`; returns (step, seconds) it had reached.
-    A state of a narrower model is widened to `model`'s widths (see `widen_state`)."""
+    A state of a narrower model is widened to `model`'s widths (see `widen_state`, which
+    `new_latents` goes to)."""
     import json
 
     from .weights import training_state
@@ -507,7 +544,7 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
     current = model.state_dict()
     if any(current[name].shape != tensor.shape for name, tensor in state.items()
            if name.startswith("vae.")):
-        state = widen_state(state, model)
+        state = widen_state(state, model, new_latents)
     for name, tensor in current.items():
         # A state without a context model or modulation starts them afresh (no corrections,
         # scales of one), which codes as the state did.
@@ -518,6 +555,13 @@ def load_compact_state(model: nn.Module, path: str | Path) -> tuple[int, float]:
             current[name].resize_(tensor.shape)
     model.load_state_dict(state)
     return meta["step"], meta["seconds"]
+
+
+def latent_channels(path: str | Path) -> int:
+    """M of the model in a weights file or compact state."""
+    with np.load(path, allow_pickle=False) as arrays:
+        name = "vae.log_gain" if "vae.log_gain" in arrays.files else "state.vae.log_gain"
+        return arrays[name].shape[1]
 
 
 def modulation_level(path: str | Path) -> int:
@@ -677,9 +721,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             torch.manual_seed(cfg.seed + rank + 1000 * step)
         log(f"resumed at step {step} after {spent / 3600:.2f} h")
     elif cfg.init:
-        step, spent = load_compact_state(model, cfg.init)
+        step, spent = load_compact_state(model, cfg.init, cfg.new_latents)
         warm_from = step
         log(f"initialised from {cfg.init} (step {step}, {spent / 3600:.2f} h); fresh optimizer")
+    # the first latent channel that --new-latents started live, whose bits ramp into the loss
+    ramp_from = (latent_channels(cfg.init) if cfg.init and cfg.new_latents and
+                 cfg.new_latents_ramp and warm_from else cfg.M)
     average = WeightAverage(model, cfg.average) if rank == 0 and cfg.average else None
     if average is not None and saved_average is not None:
         average.model.load_state_dict(saved_average)
@@ -743,6 +790,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         lr = learning_rate(cfg, step, done) * warmup
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        if ramp_from < cfg.M:
+            model.y_rate_weight[ramp_from:] = min(1.0, max(
+                0.0, 2 * (step - warm_from) / cfg.new_latents_ramp - 1))
         x = sampler.sample(cfg.batch)
         quality = (cfg.lowest_quality
                    + torch.rand(cfg.batch, generator=generator) * (MAX_QUALITY - cfg.lowest_quality))
