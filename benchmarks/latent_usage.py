@@ -25,28 +25,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from compare_states import load_state  # noqa: E402
-from vaecodec.networks import ModelConfig, gaussian_likelihood, split_entropy_parameters  # noqa: E402
-from vaecodec.train import (  # noqa: E402
-    TrainConfig, list_images, load_validation_images, scales_from_log, split_holdout,
-)
+from vaecodec.networks import ModelConfig  # noqa: E402
+from vaecodec.train import TrainConfig, list_images, load_validation_images, split_holdout  # noqa: E402
 
 
 def channel_bits(model, images: list[torch.Tensor], quality: float) -> tuple[np.ndarray, int]:
     """Estimated bits of y per latent channel, summed over `images`, and their pixel count."""
-    vae = model.vae
     quality = torch.tensor([float(quality)])
     bits, pixels = 0.0, 0
     for x in images:
         h, w = x.shape[-2:]
         padded = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
         with torch.no_grad():
-            gain, _ = vae.gains(quality)
-            y = vae.transform("g_a", padded, quality) * gain
-            z_hat, _ = model.z_rate(vae.transform("h_a", y, quality))
-            means, log_scales = split_entropy_parameters(vae.h_s(z_hat))
-            y_hat = torch.round(y - means) + means
-            likelihood = gaussian_likelihood(y_hat, means, scales_from_log(log_scales))
-            bits = bits - torch.log2(likelihood).sum((0, 2, 3)).numpy()
+            bits = bits + model(padded, quality)["y_bits"].sum((0, 2, 3)).numpy()
         pixels += h * w
     return bits, pixels
 

@@ -256,7 +256,8 @@ class TrainingModel(nn.Module):
             y_bits = y_bits * self.y_rate_weight[:, None, None]
         bits = y_bits.sum((1, 2, 3)) - torch.log2(z_likelihood).sum((1, 2, 3))
         mse = (x_hat - x).pow(2).mean((1, 2, 3))
-        return {"bpp": bits / pixels, "mse": mse, "x_hat": x_hat}
+        # y_bits: each latent element's estimated bits (weighted by y_rate_weight in training)
+        return {"bpp": bits / pixels, "mse": mse, "x_hat": x_hat, "y_bits": y_bits}
 
 
 class WeightAverage:
