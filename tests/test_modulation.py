@@ -21,7 +21,7 @@ PLAIN_STATE = weights.available_models()["msh96d"]   # an unmodulated model's tr
 LEVEL_ONE_STATE = weights.available_models()["msh96e"]   # a level-1 modulated model's
 
 
-@pytest.mark.parametrize("level", [1, 2, 3])
+@pytest.mark.parametrize("level", [1, 2, 3, 4])
 @pytest.mark.parametrize("quality", [0.0, 0.37, 1.0, 4.5, 8.0])
 def test_folded_weights_compute_the_modulated_transforms(quality, level):
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def test_rate_control_and_effort_work_with_a_modulated_model(models, crop):
     assert len(refined) <= len(plain)
 
 
-@pytest.mark.parametrize("level", [1, 2, 3])
+@pytest.mark.parametrize("level", [1, 2, 3, 4])
 def test_a_modulated_model_trains_resumes_and_codes_an_image(folder, tmp_path,  # noqa: F811
                                                              monkeypatch, level):
     from PIL import Image
@@ -172,12 +172,12 @@ def test_a_modulated_state_asks_for_a_modulated_model(models):
         load_compact_state(TrainingModel(ModelConfig()), models / "random.npz")
 
 
-@pytest.mark.parametrize("level", [2, 3])
+@pytest.mark.parametrize("level", [2, 3, 4])
 def test_a_level_one_model_extended_to_a_higher_level_codes_as_before(tmp_path, crop,
                                                                      monkeypatch, level):
-    """Levels 2 and 3 add scales on the other side of each GDN and in the hyper-analysis;
-    started from a level-1 model (msh96e, the default of sessions 17-19) they are all one, and
-    the files it writes are the same."""
+    """Levels 2 to 4 add scales on the other side of each GDN, in the hyper-analysis and on
+    each GDN's beta; started from a level-1 model (msh96e, the default of sessions 17-19)
+    they are all one, and the files it writes are the same."""
     from vaecodec.train import TrainConfig, TrainingModel, load_compact_state
 
     model = TrainingModel(ModelConfig(modulated=level))

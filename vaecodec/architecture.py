@@ -98,6 +98,13 @@ MODULATIONS = {
         "g_s": ((2, "in"), (4, "in"), (6, "in"), (0, "out"), (2, "out"), (4, "out"))},
 }
 MODULATIONS[3] = {**MODULATIONS[2], "h_a": ((0, "out"), (2, "out"), (4, "out"))}
+# Level 4 (session 45) scales each GDN's beta too ("beta" at a GDN layer): scales on both sides
+# of a GDN move the inputs of its normalization pool, not the constant beside them, and a low
+# quality may want its features normalized less than a high one does. It folds into the GDN's
+# beta.
+MODULATIONS[4] = {**MODULATIONS[3],
+                  "g_a": MODULATIONS[3]["g_a"] + ((1, "beta"), (3, "beta"), (5, "beta")),
+                  "g_s": MODULATIONS[3]["g_s"] + ((1, "beta"), (3, "beta"), (5, "beta"))}
 # Each level extends the one before it: its first scales are the earlier level's.
 
 
@@ -110,6 +117,7 @@ def modulation_channels(cfg: ModelConfig, name: str) -> int:
     """The number of channels each scale of transform `name`'s modulation has (its sites all
     have the same)."""
     layers = TRANSFORMS[name](cfg)
+    # ("conv", in, out, ...) and ("gdn", channels): a GDN's beta has layers[i][1] channels
     counts = {layers[i][2] if side == "out" else layers[i][1]
               for i, side in MODULATIONS[max(MODULATIONS)][name]}
     assert len(counts) == 1, f"{name}'s modulated layers differ in width"

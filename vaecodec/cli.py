@@ -108,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--context", action="store_true",
                      help="add a checkerboard context model (a run started with --init from a "
                           "state without one starts coding exactly as that state did)")
-    sub.add_argument("--modulation", type=int, nargs="?", const=1, default=0, choices=[0, 1, 2, 3],
+    sub.add_argument("--modulation", type=int, nargs="?", const=1, default=0,
+                     choices=[0, 1, 2, 3, 4],
                      help="per-quality modulation of the transforms, level 1 (one side of each "
-                          "hidden GDN), 2 (both sides) or 3 (2 and the hyper-analysis); a run "
+                          "hidden GDN), 2 (both sides), 3 (2 and the hyper-analysis) or 4 (3 "
+                          "and each GDN's beta); a run "
                           "started with --init from a state of a lower level starts coding "
                           "exactly as that state did")
     sub.add_argument("--modulation-lr", type=float, default=1e-3,

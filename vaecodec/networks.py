@@ -62,9 +62,15 @@ class GDN(nn.Module):
         self.beta.data.clamp_(min=1e-4)
         self.gamma.data.clamp_(min=0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, beta_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """`beta_scale` (B, C, 1, 1), if given: a per-image factor on beta (the per-quality
+        modulation of level 4)."""
         c = self.gamma.shape[0]
-        norm = F.conv2d(x * x, self.gamma.view(c, c, 1, 1), self.beta)
+        if beta_scale is None:
+            norm = F.conv2d(x * x, self.gamma.view(c, c, 1, 1), self.beta)
+        else:
+            norm = (F.conv2d(x * x, self.gamma.view(c, c, 1, 1))
+                    + (self.beta[:, None, None] * beta_scale).to(x.dtype))
         return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
 
 
@@ -121,7 +127,8 @@ class HyperpriorVAE(nn.Module):
     def transform(self, name: str, x: torch.Tensor, quality: torch.Tensor,
                   layers: range | None = None) -> torch.Tensor:
         """Layers `layers` (default: all) of transform `name` at a batch of qualities, with the
-        per-quality modulation of a modulated model at its convolutions' inputs or outputs."""
+        per-quality modulation of a modulated model at its convolutions' inputs or outputs
+        and its GDNs' betas."""
         sequence = getattr(self, name)
         scales = {}
         if name in self.modulation:
@@ -132,7 +139,10 @@ class HyperpriorVAE(nn.Module):
         for i in range(len(sequence)) if layers is None else layers:
             if (i, "in") in scales:
                 x = x * scales[i, "in"].to(x.dtype)
-            x = sequence[i](x)
+            if (i, "beta") in scales:
+                x = sequence[i](x, beta_scale=scales[i, "beta"])
+            else:
+                x = sequence[i](x)
             if (i, "out") in scales:
                 x = x * scales[i, "out"].to(x.dtype)
         return x

@@ -143,7 +143,8 @@ def interpolate_levels(table: np.ndarray, quality: float) -> np.ndarray:
 
 def fold_modulation(params: dict, quality: float, config: ModelConfig) -> dict:
     """A modulated model's weights (see `architecture.MODULATIONS`) with the modulation at
-    `quality` folded into the convolutions, which then code that quality as plain layers. A
+    `quality` folded into the convolutions (and, at level 4, the GDNs' betas), which then code
+    that quality as plain layers. A
     scale of a convolution's outputs scales its bias and its weight's output axis, one of its
     inputs the weight's input axis (a Conv2d's weight is (out, in, ...), a ConvTranspose2d's
     (in, out, ...))."""
@@ -154,6 +155,10 @@ def fold_modulation(params: dict, quality: float, config: ModelConfig) -> dict:
         layers = TRANSFORMS[name](config)
         scales = np.exp(interpolate_levels(params[f"log_modulation.{name}"], quality))
         for scale, (i, side) in zip(scales, sites):
+            if side == "beta":
+                key = f"{name}.{i}.beta"
+                exact[key] = exact.setdefault(key, params[key].astype(np.float64)) * scale
+                continue
             key = f"{name}.{i}.weight"
             weight = exact.setdefault(key, params[key].astype(np.float64))
             axis = 0 if (layers[i][0] == "conv") == (side == "out") else 1
