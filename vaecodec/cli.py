@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .architecture import LOWEST_QUALITY, MAX_QUALITY
+from .architecture import LOWEST_QUALITY, MAX_QUALITY, MODULATIONS
 from .errors import VaecodecError
 from .format import DEFAULT_MAX_PIXELS
 
@@ -109,12 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add a checkerboard context model (a run started with --init from a "
                           "state without one starts coding exactly as that state did)")
     sub.add_argument("--modulation", type=int, nargs="?", const=1, default=0,
-                     choices=[0, 1, 2, 3, 4],
+                     choices=sorted(MODULATIONS),
                      help="per-quality modulation of the transforms, level 1 (one side of each "
                           "hidden GDN), 2 (both sides), 3 (2 and the hyper-analysis) or 4 (3 "
-                          "and each GDN's beta); a run "
-                          "started with --init from a state of a lower level starts coding "
-                          "exactly as that state did")
+                          "and each GDN's beta); a run started with --init from a state of a "
+                          "lower level starts coding exactly as that state did")
     sub.add_argument("--modulation-lr", type=float, default=1e-3,
                      help="peak learning rate of the modulation's scales")
     sub.add_argument("--context-lr", type=float, default=5e-4,

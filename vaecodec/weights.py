@@ -144,10 +144,9 @@ def interpolate_levels(table: np.ndarray, quality: float) -> np.ndarray:
 def fold_modulation(params: dict, quality: float, config: ModelConfig) -> dict:
     """A modulated model's weights (see `architecture.MODULATIONS`) with the modulation at
     `quality` folded into the convolutions (and, at level 4, the GDNs' betas), which then code
-    that quality as plain layers. A
-    scale of a convolution's outputs scales its bias and its weight's output axis, one of its
-    inputs the weight's input axis (a Conv2d's weight is (out, in, ...), a ConvTranspose2d's
-    (in, out, ...))."""
+    that quality as plain layers. A scale of a convolution's outputs scales its bias and its
+    weight's output axis, one of its inputs the weight's input axis (a Conv2d's weight is (out,
+    in, ...), a ConvTranspose2d's (in, out, ...)); a scale of a GDN's beta scales the beta."""
     from .architecture import TRANSFORMS, modulated_convolutions
 
     exact = {}      # the touched tensors in float64, rounded to their type once at the end
