@@ -574,3 +574,14 @@ def test_quality_balance_weighs_low_qualities_up():
     assert torch.all(weights[:-1] > weights[1:])
     assert torch.allclose(weights[0] * weights[-1], (lam[0] * lam[-1] / lam[2] ** 2) ** -0.4)
     assert torch.equal(quality_balance(lam, 0.0), torch.ones(5))
+
+
+def test_a_run_from_a_state_may_skip_the_warm_up(folder, tmp_path):
+    from vaecodec.train import save_compact_state
+
+    compact = save_compact_state(train(tiny(folder, tmp_path / "start", 2), log=lambda *_: None),
+                                 tmp_path / "state.npz")
+    config = tiny(folder, tmp_path / "cold", 4)
+    config.init, config.warmup = str(compact), 0
+    state = torch.load(train(config, log=lambda *_: None), weights_only=True)
+    assert state["step"] == 4

@@ -787,7 +787,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                         dynamic_ncols=True)
     stop, done = schedule()
     while not stop:
-        warmup = min(1.0, (step - warm_from + 1) / cfg.warmup) if warm_from else 1.0
+        warmup = min(1.0, (step - warm_from + 1) / max(1, cfg.warmup)) if warm_from else 1.0
         lr = learning_rate(cfg, step, done) * warmup
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
