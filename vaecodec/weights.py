@@ -32,7 +32,7 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
 # earlier version keeps the weights it names (docs/format.md lists each model's sessions).
-DEFAULT_MODEL = "msh96r"
+DEFAULT_MODEL = "msh96s"
 
 
 def available_models() -> dict[str, Path]:
