@@ -22,7 +22,7 @@ COMPAT = Path(__file__).parent / "compat"
 # files version 2), so a new one is one more name here.
 LATER_MODELS = ["msh96b", "msh96c", "msh96d", "msh96e", "msh96f", "msh96g", "msh96h", "msh96i",
                 "msh96j", "msh96k", "msh96l", "msh96m", "msh96n", "msh96o", "msh96p",
-                "msh96q", "msh96r"]
+                "msh96q", "msh96r", "msh96s"]
 
 
 @pytest.mark.parametrize("model, quality, version, min_psnr", [

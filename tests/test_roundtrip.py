@@ -55,7 +55,7 @@ def test_file_size_matches_estimated_rate(kodim23):
     bundle = load_model()
     data = vaecodec.compress(kodim23, quality=4)
     header, _, coded, sections = codec.read(data)
-    z_index = codec.z_table_index(coded.z.shape)
+    z_index = codec.z_table_index(bundle, coded.z.shape, header.quality)
     estimate = (entropy_coding.estimate_bits(coded.z, z_index, bundle.z_tables)
                 + entropy_coding.estimate_bits(coded.residual, coded.scale_index, bundle.y_tables))
     payload = len(sections["z"]) + len(sections["y"])

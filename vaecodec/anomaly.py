@@ -63,7 +63,7 @@ def anomaly_map(image, quality: float = 4.0, model: str = DEFAULT_MODEL,
     coded = codec.encode_latents(bundle, source.rgb, quality, transforms)
     y_bits = symbol_bits(coded.residual, coded.scale_index, bundle.y_tables)
     y_bits = y_bits.reshape(coded.residual.shape)[0].sum(axis=0) / CELL**2
-    z_index = codec.z_table_index(coded.z.shape)
+    z_index = codec.z_table_index(bundle, coded.z.shape, quality)
     z_bits = symbol_bits(coded.z, z_index, bundle.z_tables)
     z_bits = z_bits.reshape(coded.z.shape)[0].sum(axis=0) / (4 * CELL) ** 2
     bits = (np.kron(y_bits, np.ones((CELL, CELL)))

@@ -163,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "(which a later `train --init` can continue from)")
     sub.add_argument("checkpoint", type=Path)
     sub.add_argument("output", type=Path)
+
+    sub = commands.add_parser("calibrate", help="refit a weights file's entropy-coding tables "
+                              "to the symbols it codes on training photos (a new file: the "
+                              "same images, fewer bits)")
+    sub.add_argument("weights", type=Path)
+    sub.add_argument("output", type=Path)
+    sub.add_argument("--data", required=True, help="folder of training photos (never the "
+                     "images the model will be judged on); its held-out photos are left out")
+    sub.add_argument("--every", type=int, default=4, help="every n-th photo (default 4)")
+    sub.add_argument("--workers", type=int, default=1)
     return parser
 
 
@@ -300,6 +310,13 @@ def run(args) -> int:
         from .weights import export
 
         print(export(args.checkpoint, args.output))
+        return 0
+    if args.command == "calibrate":
+        from .calibration import calibrate
+        from .train import TrainConfig, list_images, split_holdout
+
+        training, _ = split_holdout(list_images(args.data), TrainConfig.holdout)
+        print(calibrate(args.weights, training[::args.every], args.output, args.workers))
         return 0
     raise AssertionError(args.command)
 

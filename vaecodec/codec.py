@@ -318,8 +318,11 @@ def latent_shapes(bundle: ModelBundle, height: int, width: int) -> tuple[tuple, 
     return z_shape, y_shape
 
 
-def z_table_index(shape: tuple) -> np.ndarray:
-    return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
+def z_table_index(bundle: ModelBundle, shape: tuple, quality: float) -> np.ndarray:
+    """The z table of every element of a z of `shape` coded at `quality`: its channel's, in
+    the quality's set of tables (see `ModelBundle.z_table_level`)."""
+    first = bundle.z_table_level(quality) * shape[1]
+    return np.broadcast_to(first + np.arange(shape[1])[None, :, None, None], shape)
 
 
 def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
@@ -370,7 +373,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
 
     def finish(coded: Coded, q: float, need_image: bool) -> bytes:
         sections = {
-            "z": entropy_coding.encode(coded.z, z_table_index(coded.z.shape), bundle.z_tables),
+            "z": entropy_coding.encode(coded.z, z_table_index(bundle, coded.z.shape, q),
+                                       bundle.z_tables),
             "y": encode_y(bundle, coded),
             **extras,
         }
@@ -421,7 +425,8 @@ def read(data: bytes, max_pixels: int = vae_format.DEFAULT_MAX_PIXELS):
             f"file was made with other weights of model '{header.model_id}' "
             f"(hash {header.weights_hash.hex()}, this vaecodec has {bundle.weights_hash.hex()})")
     z_shape, y_shape = latent_shapes(bundle, header.height, header.width)
-    z = entropy_coding.decode(sections["z"], z_table_index(z_shape), bundle.z_tables)
+    z = entropy_coding.decode(sections["z"], z_table_index(bundle, z_shape, header.quality),
+                               bundle.z_tables)
     coded = decode_y(bundle, sections["y"], z.reshape(z_shape), y_shape)
     return header, bundle, coded, sections
 

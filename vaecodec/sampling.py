@@ -48,7 +48,7 @@ def sample(count: int = 8, size: tuple[int, int] = (256, 256), quality: float = 
     z_shape, _ = codec.latent_shapes(bundle, height, width)
     images = []
     for _ in range(count):
-        z = sample_tables(rng, codec.z_table_index(z_shape), bundle.z_tables)
+        z = sample_tables(rng, codec.z_table_index(bundle, z_shape, quality), bundle.z_tables)
         means, scale_fixed = bundle.hyper.fixed_point(z)
         scale_index = scale_indices(scale_fixed)
         residual = sample_tables(rng, scale_index, bundle.y_tables)

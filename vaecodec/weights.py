@@ -7,7 +7,9 @@ y, and a JSON metadata record. NumPy's format is used
 rather than safetensors because NumPy is already a dependency and gives the same guarantee.
 Files exported since session 10 also carry what training needs beyond those (`train.*`: the
 entropy bottleneck's float parameters, ~25 KB), so that one file both codes and continues
-training (`training_state`), and a new model costs the history one file instead of two.
+training (`training_state`), and a new model costs the history one file instead of two. Since
+session 50 a shipped file's tables are measured on photos after export (`calibration.py`),
+with one set of z tables per integer quality.
 
 A file's identity is its model id plus the first 8 bytes of the SHA-256 of the weights file;
 both are written into every `.vae` header, so a file is never decoded with other weights.
@@ -32,7 +34,7 @@ from .integer_net import IntegerCheckerboardContext, IntegerHyperSynthesis
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # New weights ship under a new id and the earlier files stay, so that every `.vae` written by an
 # earlier version keeps the weights it names (docs/format.md lists each model's sessions).
-DEFAULT_MODEL = "msh96s"
+DEFAULT_MODEL = "msh96t"
 
 
 def available_models() -> dict[str, Path]:
@@ -75,6 +77,14 @@ class ModelBundle:
             self._cache[key] = (quality, {k: v.astype(dtype) for k, v in folded.items()})
         return self._cache[key][1]
 
+    def z_table_level(self, quality: float) -> int:
+        """Which set of z tables codes `quality`. A calibrated file (`calibration.py`) holds one
+        set of H tables per integer quality 0, 1, ... (meta "z_table_levels"), and a quality
+        uses its nearest integer's, found from the header's hundredths so that the encoder and
+        every decoder pick the same; other files hold one set for every quality."""
+        levels = int(self.meta.get("z_table_levels", 1))
+        return min(levels - 1, (round(quality * 100) + 50) // 100)
+
     def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """Gain and inverse gain vectors (M,) for a quality, as float64."""
         return (np.exp(interpolate_levels(self.params["log_gain"], quality)),
@@ -111,6 +121,13 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
     if path is None:
         raise ModelMismatchError(f"unknown model '{model_id}' (this vaecodec ships: "
                                  f"{', '.join(available_models()) or 'none'})")
+    return load_file(path, model_id)
+
+
+def load_file(path: str | Path, model_id: str | None = None) -> ModelBundle:
+    """Load a weights file from any path (not cached), under `model_id` (default: the file's
+    name without its suffix)."""
+    path = Path(path)
     raw = path.read_bytes()
     arrays = dict(np.load(io.BytesIO(raw), allow_pickle=False))
     meta = json.loads(arrays.pop("meta").tobytes().decode())
@@ -122,11 +139,15 @@ def load_model(model_id: str = DEFAULT_MODEL) -> ModelBundle:
         context = IntegerCheckerboardContext(
             integer_layers(arrays, "context", meta["context_layers"]),
             integer_layers(arrays, "entropy_parameters", meta["entropy_parameter_layers"]))
+    config = ModelConfig(**meta["config"])
+    z_tables = TableSet.from_arrays(arrays, "z")
+    if len(z_tables) != meta.get("z_table_levels", 1) * config.H:
+        raise ModelMismatchError(f"weights file {path.name} holds {len(z_tables)} z tables, "
+                                 f"not one per hyper channel and quality level")
     return ModelBundle(
-        model_id=model_id, weights_hash=hashlib.sha256(raw).digest()[:8], meta=meta,
-        config=ModelConfig(**meta["config"]), params=params, hyper=IntegerHyperSynthesis(layers),
-        z_tables=TableSet.from_arrays(arrays, "z"), y_tables=TableSet.from_arrays(arrays, "y"),
-        context=context,
+        model_id=model_id or path.stem, weights_hash=hashlib.sha256(raw).digest()[:8],
+        meta=meta, config=config, params=params, hyper=IntegerHyperSynthesis(layers),
+        z_tables=z_tables, y_tables=TableSet.from_arrays(arrays, "y"), context=context,
     )
 
 
