@@ -4,8 +4,8 @@ actually produces on photos.
 Export writes the tables that training assumed: for y, Gaussians integrated over unit bins, one
 per scale index; for z, the factorized prior, one density per channel shared by every quality.
 The symbols follow them only roughly. A residual round(y - mean) at a given scale index is not
-quite a binned Gaussian, and z's spread grows with the quality, which one shared density can
-only average (session 50, msh96s on held-out photos: tables measured on training photos code
+quite a binned Gaussian, and z's distribution changes with the quality, which one shared
+density can only average (session 50, msh96s on held-out photos: tables measured on training photos code
 y in 0.5-0.8% fewer bits at every quality, and z in 9% fewer at quality 0 and 12% at 8).
 
 `calibrate` codes photos at the integer qualities 0..8 exactly as `compress` does, counts every
