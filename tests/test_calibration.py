@@ -31,14 +31,11 @@ def calibrated(tmp_path_factory):
 def with_model(calibrated, monkeypatch):
     """The calibrated file installed as model 'calib'."""
     path, _ = calibrated
-    monkeypatch.setattr(weights, "available_models",
-                        lambda: {"calib": path, **dict(_shipped)})
+    shipped = weights.available_models()
+    monkeypatch.setattr(weights, "available_models", lambda: {"calib": path, **shipped})
     weights.load_model.cache_clear()
     yield "calib"
     weights.load_model.cache_clear()
-
-
-_shipped = weights.available_models()
 
 
 def test_calibrated_tables_code_the_same_images_in_fewer_bits(calibrated, with_model):

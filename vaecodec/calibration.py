@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -46,36 +47,43 @@ def cell_counts(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -
     return np.bincount(tables.starts[table_index] + symbols, minlength=len(tables.freqs))
 
 
+@lru_cache(maxsize=1)
+def _bundle(weights: str):
+    """The weights file, loaded once per process rather than once per photo."""
+    from .weights import load_file
+
+    return load_file(weights)
+
+
 def photo_counts(job: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """One photo's counts: y's over the y tables, and z's over the first set of z tables, per
     quality (len(QUALITIES), len of that set's freqs)."""
     from . import codec
-    from .weights import load_file
 
     weights, photo = job
-    bundle = load_file(weights)
+    bundle = _bundle(weights)
     transforms = codec.NumpyTransforms(bundle, np.float32)
     image = Image.open(photo).convert("RGB")
     image.thumbnail((PHOTO_SIZE, PHOTO_SIZE))
     rgb = np.asarray(image)
-    z_base = first_tables(bundle.z_tables, bundle.config.H)
+    z_base = table_run(bundle.z_tables, 0, bundle.config.H)
     y_counts = np.zeros(len(bundle.y_tables.freqs), np.int64)
     z_counts = np.zeros((len(QUALITIES), len(z_base.freqs)), np.int64)
     for n, quality in enumerate(QUALITIES):
         coded = codec.encode_latents(bundle, rgb, float(quality), transforms)
         y_counts += cell_counts(coded.residual, coded.scale_index, bundle.y_tables)
-        channels = np.broadcast_to(np.arange(coded.z.shape[1])[None, :, None, None],
-                                   coded.z.shape)
-        z_counts[n] = cell_counts(coded.z, channels, z_base)
+        # every quality's z counted against the first set: the sets share their supports
+        z_counts[n] = cell_counts(coded.z, codec.z_table_index(bundle, coded.z.shape, 0.0),
+                                  z_base)
     return y_counts, z_counts
 
 
-def first_tables(tables: TableSet, count: int, skip: int = 0) -> TableSet:
-    """`count` tables of a set, from table `skip` on (in a calibrated file, the z tables of
+def table_run(tables: TableSet, first: int, count: int) -> TableSet:
+    """`count` tables of a set, from table `first` on (in a calibrated file, the z tables of
     one quality; every quality's have the same supports)."""
-    start, end = tables.starts[skip], tables.starts[skip + count]
-    return TableSet(tables.freqs[start:end], tables.starts[skip:skip + count + 1] - start,
-                    tables.lows[skip:skip + count])
+    start, end = tables.starts[first], tables.starts[first + count]
+    return TableSet(tables.freqs[start:end], tables.starts[first:first + count + 1] - start,
+                    tables.lows[first:first + count])
 
 
 def measured(tables: TableSet, counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -116,8 +124,8 @@ def calibrate(weights: str | Path, photos: list[Path], out: str | Path, workers:
     # each quality's counts smoothed towards the tables that coded that quality so far
     z_tables = TableSet.from_probabilities([
         table for n, quality in enumerate(QUALITIES)
-        for table in measured(first_tables(bundle.z_tables, channels,
-                                           bundle.z_table_level(quality) * channels),
+        for table in measured(table_run(bundle.z_tables,
+                                        bundle.z_table_level(quality) * channels, channels),
                               z_counts[n])])
 
     with np.load(weights, allow_pickle=False) as stored:
