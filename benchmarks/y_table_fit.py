@@ -43,7 +43,7 @@ def residual_counts(job: tuple[str, str]) -> np.ndarray:
     counts = np.zeros((len(QUALITIES), SCALE_LEVELS, 2 * OFFSET), np.int64)
     for n, quality in enumerate(QUALITIES):
         y = analyze(bundle, np.asarray(image), float(quality), transforms)
-        coded = quantize(bundle, y, float(quality), transforms)
+        coded = quantize(bundle, y, float(quality), transforms, image.size[::-1])
         values = np.clip(coded.residual.ravel() + OFFSET, 0, 2 * OFFSET - 1)
         np.add.at(counts[n], (coded.scale_index.ravel(), values), 1)
     return counts

@@ -71,7 +71,10 @@ def photo_counts(job: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     z_counts = np.zeros((len(QUALITIES), len(z_base.freqs)), np.int64)
     for n, quality in enumerate(QUALITIES):
         coded = codec.encode_latents(bundle, rgb, float(quality), transforms)
-        y_counts += cell_counts(coded.residual, coded.scale_index, bundle.y_tables)
+        # the zeros of latents that only the padding depends on would skew the tables
+        seen = ~codec.unseen_latents(*rgb.shape[:2], coded.residual.shape)
+        y_counts += cell_counts(coded.residual[0][:, seen], coded.scale_index[0][:, seen],
+                                bundle.y_tables)
         # every quality's z counted against the first set: the sets share their supports
         z_counts[n] = cell_counts(coded.z, codec.z_table_index(bundle, coded.z.shape, 0.0),
                                   z_base)

@@ -31,6 +31,10 @@ from .weights import DEFAULT_MODEL, ModelBundle, load_model
 PAD = 64                   # y is 1/16 and z 1/64 of the image size
 TILE = 512                 # pixels per tile side for the float networks
 HALO = 64                  # pixels of context around each tile (> the receptive field radius)
+# The latent at row (column) r changes g_s's output from row 16r - 30 to 16r + 30: four
+# transposed convolutions of kernel 5 and stride 2 reach 2 + 4 + 8 + 16 pixels.
+SYNTHESIS_REACH = 30
+EDGE_BLUR = 17             # pixels averaged into each pixel of the padding (about one latent)
 DEFAULT_QUALITY = 4.0
 PRECISIONS = ("float32", "float64")
 MEAN_UNIT = float(1 << ACTIVATION_BITS)   # means are integers in units of 1/MEAN_UNIT
@@ -172,10 +176,29 @@ def tiled(function, x: np.ndarray, scale: float, tile: int, halo: int) -> np.nda
     return np.concatenate(rows, axis=1)
 
 
+def box_blur(line: np.ndarray, size: int) -> np.ndarray:
+    """The mean of `size` neighbours along the first axis of `line`, its ends repeated."""
+    half = size // 2
+    ends = np.concatenate([np.repeat(line[:1], half + 1, 0), line, np.repeat(line[-1:], half, 0)])
+    sums = np.cumsum(ends, axis=0)
+    return (sums[size:] - sums[:-size]) / size
+
+
 def padded_image(rgb: np.ndarray, dtype) -> np.ndarray:
-    """(3, H', W') in 0..1, edge-padded to multiples of PAD."""
+    """(3, H', W') in 0..1, padded to multiples of PAD. The padding, which the decoder crops
+    away, repeats a blurred copy of the last EDGE_BLUR rows (then columns) instead of the
+    last row itself: a repeated row of detail is a stripe pattern that costs bits, a smooth
+    one costs next to none (session 51: 2.4% of the bits of photos of 512 pixels, for
+    0.01-0.04 dB near their edges)."""
     height, width = rgb.shape[:2]
-    padded = np.pad(rgb, ((0, -height % PAD), (0, -width % PAD), (0, 0)), mode="edge")
+    padded = np.empty((height + -height % PAD, width + -width % PAD, 3), np.float64)
+    padded[:height, :width] = rgb
+    if height < padded.shape[0]:
+        edge = padded[max(0, height - EDGE_BLUR):height, :width].mean(0)
+        padded[height:, :width] = box_blur(edge, EDGE_BLUR)
+    if width < padded.shape[1]:
+        edge = padded[:, max(0, width - EDGE_BLUR):width].mean(1)
+        padded[:, width:] = box_blur(edge, EDGE_BLUR)[:, None]
     return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=dtype) / dtype(255)
 
 
@@ -187,8 +210,11 @@ def analyze(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
     return tiled(lambda t: transforms("g_a", t, quality), x, 1 / 16, tile, HALO)
 
 
-def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> Coded:
-    """Gain, hyper-analysis and rounding at one quality: the integer symbols a file stores."""
+def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms,
+             size: tuple[int, int] | None = None) -> Coded:
+    """Gain, hyper-analysis and rounding at one quality: the integer symbols a file stores.
+    Given the image's (height, width), the residuals of latents that no pixel of it depends
+    on (see `unseen_latents`) are 0, the cheapest symbol."""
     gain, _ = bundle.gains(quality)
     y = y * gain.astype(y.dtype)[:, None, None]
     z = transforms("h_a", y, quality)
@@ -196,6 +222,9 @@ def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> 
     means, scale_fixed = bundle.hyper.fixed_point(z[None])
     y = y.astype(np.float64)
     residual = rounded_residual(y[None], means)
+    unseen = None if size is None else unseen_latents(*size, residual.shape)
+    if unseen is not None:
+        residual[0][:, unseen] = 0
     if bundle.context is None:
         return Coded(z=z[None], residual=residual, means=means,
                      scale_index=scale_indices(scale_fixed))
@@ -203,7 +232,19 @@ def quantize(bundle: ModelBundle, y: np.ndarray, quality: float, transforms) -> 
     means, scale_index = context_parameters(bundle, residual, means, scale_fixed)
     others = ~anchor_mask(*residual.shape[-2:])
     residual[0][:, others] = rounded_residual(y[:, others], means[0][:, others])
+    if unseen is not None:
+        residual[0][:, unseen] = 0
     return Coded(z=z[None], residual=residual, means=means, scale_index=scale_index)
+
+
+def unseen_latents(height: int, width: int, y_shape: tuple) -> np.ndarray:
+    """(h, w) boolean mask of the latents, among those of a padded image of `height` x
+    `width` pixels, whose values change none of its pixels in g_s's output: those more than
+    SYNTHESIS_REACH pixels past its last row or column (only the padding depends on them)."""
+    rows, cols = y_shape[-2:]
+    first_row = -(-(height + SYNTHESIS_REACH) // 16)
+    first_col = -(-(width + SYNTHESIS_REACH) // 16)
+    return (np.arange(rows)[:, None] >= first_row) | (np.arange(cols)[None, :] >= first_col)
 
 
 def rounded_residual(y: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -265,7 +306,8 @@ def decode_y(bundle: ModelBundle, data: bytes, z: np.ndarray, y_shape: tuple) ->
 def encode_latents(bundle: ModelBundle, rgb: np.ndarray, quality: float, transforms,
                    tile: int = TILE) -> Coded:
     """Analysis and quantization in one step."""
-    return quantize(bundle, analyze(bundle, rgb, quality, transforms, tile), quality, transforms)
+    return quantize(bundle, analyze(bundle, rgb, quality, transforms, tile), quality, transforms,
+                    rgb.shape[:2])
 
 
 def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, quality: float,
@@ -282,6 +324,7 @@ def refine(bundle: ModelBundle, coded: Coded, y: np.ndarray, rgb: np.ndarray, qu
     residual = refine_residual(bundle, padded_image(rgb, np.float32), height, width,
                                y * gain.astype(y.dtype)[:, None, None], coded.means,
                                coded.scale_index, quality, EFFORT_STEPS[effort], device, frozen)
+    residual[0][:, unseen_latents(height, width, residual.shape)] = 0
     return replace(coded, residual=residual)
 
 
@@ -387,7 +430,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
         return vae_format.pack(header, sections)
 
     def encode(q: float, level: int = 0) -> tuple[bytes, Coded]:
-        coded = quantize(bundle, latents(q), q, transforms)
+        coded = quantize(bundle, latents(q), q, transforms, (height, width))
         data = finish(coded, q, need_image=level > 0)
         if level:
             plain_image = shown[q]
