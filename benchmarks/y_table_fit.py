@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vaecodec.architecture import SCALE_LEVELS  # noqa: E402
-from vaecodec.codec import NumpyTransforms, analyze, quantize  # noqa: E402
+from vaecodec.codec import NumpyTransforms, encode_latents, unseen_latents  # noqa: E402
 from vaecodec.train import TrainConfig, list_images, split_holdout  # noqa: E402
 from vaecodec.weights import DEFAULT_MODEL, load_model  # noqa: E402
 
@@ -40,12 +40,14 @@ def residual_counts(job: tuple[str, str]) -> np.ndarray:
     transforms = NumpyTransforms(bundle, np.float32)
     image = Image.open(path).convert("RGB")
     image.thumbnail((512, 512))
+    rgb = np.asarray(image)
     counts = np.zeros((len(QUALITIES), SCALE_LEVELS, 2 * OFFSET), np.int64)
     for n, quality in enumerate(QUALITIES):
-        y = analyze(bundle, np.asarray(image), float(quality), transforms)
-        coded = quantize(bundle, y, float(quality), transforms, image.size[::-1])
-        values = np.clip(coded.residual.ravel() + OFFSET, 0, 2 * OFFSET - 1)
-        np.add.at(counts[n], (coded.scale_index.ravel(), values), 1)
+        coded = encode_latents(bundle, rgb, float(quality), transforms)
+        # as in calibration: the zeros that only the padding depends on are not the tables'
+        seen = ~unseen_latents(*rgb.shape[:2], coded.residual.shape)
+        values = np.clip(coded.residual[0][:, seen] + OFFSET, 0, 2 * OFFSET - 1)
+        np.add.at(counts[n], (coded.scale_index[0][:, seen], values), 1)
     return counts
 
 
