@@ -3,6 +3,10 @@ PSNR (decoded images) per quality, each model's BD-rate and bytes per quality ag
 and whether two models decode every file to the same image.
 
     python benchmarks/compare_files.py msh96s msh96t [--json out.json]
+    python benchmarks/compare_files.py msh96t:no-correction msh96t
+
+A name may carry compress options after colons: `no-correction` (`correction=False`) and
+`no-filter` (`postfilter=False`), to compare the codec's parts with one model.
 
 Where `compare_states.py` estimates rates from the training model's likelihoods, this goes
 through `vaecodec.compress` and `decompress`, so it also sees what the likelihoods do not: the
@@ -30,6 +34,16 @@ from vaecodec.metrics import bd_rate, psnr  # noqa: E402
 from vaecodec.train import TrainConfig, list_images, split_holdout  # noqa: E402
 
 QUALITIES = (0, 0.5, 1, 2, 3, 4, 4.5, 5, 6, 7, 7.5, 8)
+OPTIONS = {"no-correction": ("correction", False), "no-filter": ("postfilter", False)}
+
+
+def compress_options(name: str) -> dict:
+    """`vaecodec.compress` keywords of a name such as "msh96t:no-correction"."""
+    model, *flags = name.split(":")
+    unknown = [f for f in flags if f not in OPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown option {unknown[0]!r} (known: {', '.join(OPTIONS)})")
+    return {"model": model, **dict(OPTIONS[f] for f in flags)}
 
 
 def photo_rows(job: tuple[tuple[str, ...], str]) -> dict:
@@ -42,7 +56,7 @@ def photo_rows(job: tuple[tuple[str, ...], str]) -> dict:
     for model in models:
         rows[model] = []
         for quality in QUALITIES:
-            data = vaecodec.compress(rgb, quality=quality, model=model)
+            data = vaecodec.compress(rgb, quality=quality, **compress_options(model))
             decoded = np.asarray(vaecodec.decompress(data))
             rows[model].append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]), psnr(rgb, decoded),
                                 hashlib.sha256(decoded.tobytes()).hexdigest()))

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-filter", dest="postfilter", action="store_false",
                      help="leave out the post-filter: encoding in about half the time, files "
                      "a few percent larger for the same fidelity")
+    sub.add_argument("--no-correction", dest="correction", action="store_false",
+                     help="leave out the pixel corrections that high qualities add where they "
+                     "pay (the file then holds the latents' image only)")
     batch_options(sub)
 
     sub = commands.add_parser("decompress", help=".vae files to images (PNG by default)")
@@ -240,7 +243,8 @@ def run(args) -> int:
             force=args.force, device=args.device, progress=not args.quiet,
             max_pixels=args.max_pixels,
             target_size=args.target_size, target_bpp=args.target_bpp,
-            target_psnr=args.target_psnr, effort=args.effort, postfilter=args.postfilter)
+            target_psnr=args.target_psnr, effort=args.effort, postfilter=args.postfilter,
+            correction=args.correction)
         return _report(results, args.quiet)
     if args.command == "decompress":
         results = vaecodec.decompress_files(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import entropy_coding, format as vae_format, imageio
+from . import correction as pixel_correction, entropy_coding, format as vae_format, imageio
 from .errors import FormatError, InputError, ModelMismatchError
 from .architecture import LOWEST_QUALITY, MAX_QUALITY, anchor_mask, quality_lambda
 from .integer_net import ACTIVATION_BITS, scale_indices
@@ -343,6 +343,20 @@ def filter_section(decoded: np.ndarray, original: np.ndarray, quality: float
     return (section, filtered) if saved > 8 * len(section) else (b"", decoded)
 
 
+def correction_section(decoded: np.ndarray, original: np.ndarray, coded: Coded, quality: float
+                       ) -> tuple[bytes, np.ndarray]:
+    """The correction section for `decoded` (see `correction.py`) and the image a decoder then
+    shows, or (b"", decoded) where no correction lowers bits + lambda * 255^2 * MSE (the
+    lambda of `correction.decision_lambda`)."""
+    chosen = pixel_correction.choose(decoded, original, coded.residual,
+                                     pixel_correction.decision_lambda(quality))
+    if chosen is None:
+        return b"", decoded
+    step, symbols, _ = chosen
+    return (pixel_correction.encode(symbols, step, coded.residual),
+            pixel_correction.apply_symbols(decoded, symbols, step))
+
+
 def synthesize(bundle: ModelBundle, coded: Coded, quality: float, height: int, width: int,
                transforms, tile: int = TILE) -> np.ndarray:
     """The decoder's image from the symbols: (height, width, 3) uint8."""
@@ -372,7 +386,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
              model: str = DEFAULT_MODEL, tile: int = TILE, precision: str = "float32",
              max_pixels: int = vae_format.DEFAULT_MAX_PIXELS, backend: str | None = None,
              target_size: int | str | None = None, target_bpp: float | None = None,
-             target_psnr: float | None = None, effort: int = 0, postfilter: bool = True) -> bytes:
+             target_psnr: float | None = None, effort: int = 0, postfilter: bool = True,
+             correction: bool = True) -> bytes:
     """Compress an image (a path, a PIL image or an H x W x 3 uint8 array) to `.vae` bytes.
 
     `quality` runs from 0 (smallest) to 8 (best), fractional values included (below 1,
@@ -385,8 +400,9 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
     result. `effort` 1..3 spends more encoding time (and needs PyTorch) for smaller files
     that decode as fast (see `refine.py`). `postfilter` (on by default) decodes the image
     once more to fit the post-filter of `postfilter.py`, about 100 bytes that make the decoded
-    image closer to the original; False encodes faster. Raises a `VaecodecError` subclass on
-    bad input."""
+    image closer to the original; False encodes faster. `correction` (on by default) adds the
+    pixel corrections of `correction.py` where they pay for their bits (the high qualities);
+    False leaves them out. Raises a `VaecodecError` subclass on bad input."""
     from . import rate_control
     from .metrics import psnr
     from .refine import check_effort
@@ -421,10 +437,13 @@ def compress(image, quality: float = DEFAULT_QUALITY, device: str = "cpu",
             "y": encode_y(bundle, coded),
             **extras,
         }
-        if postfilter or need_image:
+        correcting = correction and pixel_correction.decision_lambda(q) > 0
+        if postfilter or correcting or need_image:
             shown[q] = synthesize(bundle, coded, q, height, width, transforms, tile)
         if postfilter:
             sections["filter"], shown[q] = filter_section(shown[q], source.rgb, q)
+        if correcting:
+            sections["correction"], shown[q] = correction_section(shown[q], source.rgb, coded, q)
         header = vae_format.Header(bundle.model_id, bundle.weights_hash, q, width, height,
                                    source.mode)
         return vae_format.pack(header, sections)
@@ -485,6 +504,8 @@ def decompress(data: bytes, device: str = "cpu", tile: int = TILE, precision: st
     rgb = synthesize(bundle, coded, header.quality, header.height, header.width, transforms, tile)
     if filter_weights is not None:
         rgb = apply_filter(rgb, filter_weights)
+    if sections["correction"]:
+        rgb = pixel_correction.decode(sections["correction"], rgb, coded.residual)
     alpha = None
     if header.mode in ("RGBA", "LA"):
         try:

@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from .errors import FormatError, LimitError, UnsupportedVersionError
 
 MAGIC = b"VAEC"
-FORMAT_VERSION = 3
-# Version 3 is version 2 with qualities below 1 allowed. A writer gives a file the lowest
-# version that holds it, so files of quality 1 to 8 stay readable by version 2 readers, and
-# those readers refuse the others as a newer version rather than as corrupt.
-LOWEST_QUALITY_BY_VERSION = {1: 100, 2: 100, 3: 0}     # hundredths
+FORMAT_VERSION = 4
+# Version 3 is version 2 with qualities below 1 allowed; version 4 is version 3 with a
+# correction section (flag CORRECTION). A writer gives a file the lowest version that holds it,
+# so files of quality 1 to 8 without corrections stay readable by version 2 readers, and older
+# readers refuse the others as a newer version rather than as corrupt.
+LOWEST_QUALITY_BY_VERSION = {1: 100, 2: 100, 3: 0, 4: 0}     # hundredths
+CORRECTION = 1      # flags bit: the payload ends with a correction section (version 4)
 # magic, version, mode, flags, post-filter length (version 2; 0 in version 1), model id,
 # weights hash, quality x100, width, height, four section lengths; the CRC-32 follows.
 _HEADER = struct.Struct("<4sBBBB8s8sHII4I")
 HEADER_SIZE = _HEADER.size + 4
 MODES = ("RGB", "L", "RGBA", "LA")
-SECTIONS = ("z", "y", "alpha", "icc", "filter")
+SECTIONS = ("z", "y", "alpha", "icc", "filter", "correction")
 MAX_FILTER_BYTES = 255
 # Pixels a decoder accepts unless told otherwise: 2^28, a little over 16384 x 16384.
 DEFAULT_MAX_PIXELS = 1 << 28
@@ -51,17 +53,19 @@ class Header:
 def pack(header: Header, sections: dict[str, bytes]) -> bytes:
     """Serialise a header and its sections into the bytes of a `.vae` file."""
     quality = round(header.quality * 100)
-    version = 2 if quality >= LOWEST_QUALITY_BY_VERSION[2] else 3
+    corrected = bool(sections.get("correction"))
+    version = 4 if corrected else 2 if quality >= LOWEST_QUALITY_BY_VERSION[2] else 3
     model = header.model_id.encode("ascii")
     if len(model) > 8 or len(header.weights_hash) != 8:
         raise ValueError("model id must be at most 8 ASCII bytes and the weights hash 8 bytes")
     payload = [sections.get(name, b"") for name in SECTIONS]
-    if len(payload[-1]) > MAX_FILTER_BYTES:
+    if len(payload[4]) > MAX_FILTER_BYTES:
         raise ValueError(f"a post-filter section holds at most {MAX_FILTER_BYTES} bytes")
+    # The correction section's length is what the file holds past the others.
     fixed = _HEADER.pack(
-        MAGIC, version, MODES.index(header.mode), 0, len(payload[-1]),
-        model.ljust(8, b"\0"), header.weights_hash, quality, header.width,
-        header.height, *(len(p) for p in payload[:-1]),
+        MAGIC, version, MODES.index(header.mode), CORRECTION if corrected else 0,
+        len(payload[4]), model.ljust(8, b"\0"), header.weights_hash, quality, header.width,
+        header.height, *(len(p) for p in payload[:4]),
     )
     body = b"".join(payload)
     checksum = zlib.crc32(body, zlib.crc32(fixed))
@@ -84,7 +88,8 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Head
      *lengths) = _HEADER.unpack_from(data)
     if version == 0:
         raise FormatError("corrupt .vae header (version 0)")
-    if mode >= len(MODES) or flags or (version == 1 and filter_length):
+    allowed_flags = CORRECTION if version >= 4 else 0
+    if mode >= len(MODES) or flags & ~allowed_flags or (version == 1 and filter_length):
         raise FormatError("corrupt .vae header (unknown mode or flags)")
     lengths.append(filter_length)
     if not LOWEST_QUALITY_BY_VERSION[version] <= quality <= 800:
@@ -98,10 +103,19 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Head
         model_id = model.rstrip(b"\0").decode("ascii")
     except UnicodeDecodeError:
         raise FormatError("corrupt .vae header (model id)") from None
-    if sum(lengths) != len(data) - HEADER_SIZE:
+    payload = len(data) - HEADER_SIZE
+    if flags & CORRECTION:
+        if payload <= sum(lengths):
+            raise FormatError(
+                f"truncated .vae file ({payload} payload bytes, header says more than "
+                f"{sum(lengths)})")
+        lengths.append(payload - sum(lengths))
+    elif sum(lengths) != payload:
         raise FormatError(
-            f"truncated or padded .vae file ({len(data) - HEADER_SIZE} payload bytes, "
+            f"truncated or padded .vae file ({payload} payload bytes, "
             f"header says {sum(lengths)})")
+    else:
+        lengths.append(0)
     header = Header(model_id, weights_hash, quality / 100, width, height, MODES[mode], version)
     return header, dict(zip(SECTIONS, lengths))
 

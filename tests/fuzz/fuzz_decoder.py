@@ -60,6 +60,7 @@ def refresh_corpus() -> None:
     import vaecodec
 
     photo = np.asarray(Image.open(HERE.parents[1] / "data" / "kodak" / "kodim23.png"))
+    stream = np.asarray(Image.open(HERE.parents[1] / "data" / "kodak" / "kodim13.png"))
     CORPUS.mkdir(exist_ok=True)
     for old in CORPUS.glob("*.vae"):
         old.unlink()
@@ -76,6 +77,8 @@ def refresh_corpus() -> None:
         "icc-70x70": (Image.fromarray(photo[100:170, 100:170]), 4.5, icc),
         # Large and detailed enough that the post-filter pays for its bytes.
         "filter-256x192": (Image.fromarray(photo[150:342, 250:506]), 8, None),
+        # Fine texture (Kodak's mountain stream), where pixel corrections pay: format version 4.
+        "correction-256x192": (Image.fromarray(stream[100:292, 200:456]), 8, None),
     }
     for name, (image, quality, profile) in cases.items():
         if profile:
@@ -83,6 +86,8 @@ def refresh_corpus() -> None:
         data = vaecodec.compress(image, quality=quality)
         if name.startswith("filter") and not vaecodec.info(data)["filter_bytes"]:
             raise RuntimeError(f"seed {name} has no post-filter section")
+        if name.startswith("correction") and not vaecodec.info(data)["correction_bytes"]:
+            raise RuntimeError(f"seed {name} has no correction section")
         (CORPUS / f"{name}.vae").write_bytes(data)
 
 
@@ -134,8 +139,12 @@ def resize_section(out: bytearray, position: int, delta: int) -> None:
 
 
 def section_lengths(data: bytes) -> list[int]:
-    """The header's section lengths: z, y, alpha and icc, then the post-filter's (byte 7)."""
-    return [*struct.unpack_from("<4I", data, 34), data[7]]
+    """The header's section lengths: z, y, alpha and icc, then the post-filter's (byte 7),
+    then, with the correction flag (byte 6, bit 0), the correction's: the rest of the file."""
+    lengths = [*struct.unpack_from("<4I", data, 34), data[7]]
+    if data[6] & 1:
+        lengths.append(max(0, len(data) - HEADER_SIZE - sum(lengths)))
+    return lengths
 
 
 def mutate(data: bytes, others: list[bytes], rng: random.Random) -> bytes:
