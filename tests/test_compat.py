@@ -2,7 +2,8 @@
 
 The files in tests/compat were written by `vaecodec.compress(crop, quality=q, model=m)` from the
 test crop of kodim23, with each earlier default model (docs/format.md lists them with the
-sessions each was the default).
+sessions each was the default), and one file of format version 4 (pixel corrections) from a
+piece of kodim13.
 """
 
 from pathlib import Path
@@ -48,3 +49,18 @@ def test_new_files_use_the_default_model_and_beat_the_first_one(crop):
         assert len(new) < len(old)
         assert psnr(np.asarray(vaecodec.decompress(new)), crop) > psnr(
             np.asarray(vaecodec.decompress(old)), crop)
+
+
+def test_files_with_corrections_decode():
+    """Format version 4 (session 52): msh96t at quality 8 on a 128 x 96 piece of kodim13
+    (`kodim13[100:196, 200:328]`), where the pixel corrections took it from 32.5 to 38.8 dB."""
+    from PIL import Image
+
+    from .conftest import KODAK
+
+    original = np.asarray(Image.open(KODAK / "kodim13.png").convert("RGB"))[100:196, 200:328]
+    data = (COMPAT / "msh96t-kodim13-crop-q8-corrected.vae").read_bytes()
+    header = vaecodec.info(data)
+    assert (header["model"], header["format_version"]) == ("msh96t", 4)
+    assert header["correction_bytes"] > 0
+    assert psnr(np.asarray(vaecodec.decompress(data)), original) > 38.5
