@@ -352,7 +352,7 @@ def correction_section(decoded: np.ndarray, original: np.ndarray, coded: Coded, 
                                      pixel_correction.decision_lambda(quality))
     if chosen is None:
         return b"", decoded
-    step, symbols, _ = chosen
+    step, symbols = chosen
     return (pixel_correction.encode(symbols, step, coded.residual),
             pixel_correction.apply_symbols(decoded, symbols, step))
 

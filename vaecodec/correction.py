@@ -188,10 +188,9 @@ def _symbols(decoded: np.ndarray, original: np.ndarray, step: int) -> np.ndarray
 
 
 def choose(decoded: np.ndarray, original: np.ndarray, latent_residual: np.ndarray,
-           lam: float) -> tuple[int, np.ndarray, float] | None:
+           lam: float) -> tuple[int, np.ndarray] | None:
     """The step that lowers bits + lam * (squared error in 0..255 units) / 3 the most, with its
-    symbols (height, width, 3) int16 and estimated bits, or None when no step beats no
-    correction. Steps are tried from the coarsest down; the search stops once the cost has
+    symbols (height, width, 3) int16, or None when no step beats no correction. Steps are tried from the coarsest down; the search stops once the cost has
     risen twice in a row (where coarse steps cost more than no correction, finer ones may
     still cost less)."""
     if lam <= 0:
@@ -200,16 +199,15 @@ def choose(decoded: np.ndarray, original: np.ndarray, latent_residual: np.ndarra
     blocks = block_classes(latent_residual, height, width)
     plain = sum(float(((original[rows].astype(np.int64) - decoded[rows]) ** 2).sum())
                 for rows in _strips(height))
-    best_cost, best_step, best_bits = lam * plain / 3, None, 0.0
+    best_cost, best_step = lam * plain / 3, None
     last_cost, rises = float("inf"), 0
     for step in STEPS:
         counts = np.zeros((3, CONTEXTS, BINS), np.int64)
         squared = 0.0
         for rows in _strips(height):
-            error = original[rows].astype(np.int64) - decoded[rows]
-            symbols = quantize(error, step)
-            corrected = apply_symbols(decoded[rows], symbols, step)
-            squared += float(((original[rows].astype(np.int64) - corrected) ** 2).sum())
+            target = original[rows].astype(np.int64)
+            symbols = quantize(target - decoded[rows], step)
+            squared += float(((target - apply_symbols(decoded[rows], symbols, step)) ** 2).sum())
             previous = np.zeros(symbols.shape[:2], np.int64)
             for component in range(3):
                 counts[component] += histogram(symbols[..., component].ravel(),
@@ -218,14 +216,14 @@ def choose(decoded: np.ndarray, original: np.ndarray, latent_residual: np.ndarra
         bits = 8.0 + sum(histogram_bits(c) for c in counts)
         cost = bits + lam * squared / 3
         if cost < best_cost:
-            best_cost, best_step, best_bits = cost, step, bits
+            best_cost, best_step = cost, step
         rises = rises + 1 if cost >= last_cost else 0
         if rises == 2:
             break
         last_cost = cost
     if best_step is None:
         return None
-    return best_step, _symbols(decoded, original, best_step), best_bits
+    return best_step, _symbols(decoded, original, best_step)
 
 
 def encode(symbols: np.ndarray, step: int, latent_residual: np.ndarray) -> bytes:
