@@ -13,7 +13,9 @@ through `vaecodec.compress` and `decompress`, so it also sees what the likelihoo
 tables (`vaecodec calibrate`), the post-filter, the file's overhead. The photos are the
 training's 12 held-out ones plus training photos that a calibration with its default `--every
 4` never counts (every 25th from the 5th whose index is not a multiple of 4), shrunk to at most
-512 pixels. The models must be installed in `vaecodec/weights/`.
+512 pixels, and with `--scale S` by S more (the photos are JPEGs: a scale of 0.7 washes out
+their 8 x 8 grid, which a codec working in 8 x 8 blocks would otherwise find aligned with its
+own). The models must be installed in `vaecodec/weights/`.
 """
 
 import argparse
@@ -46,11 +48,14 @@ def compress_options(name: str) -> dict:
     return {"model": model, **dict(OPTIONS[f] for f in flags)}
 
 
-def photo_rows(job: tuple[tuple[str, ...], str]) -> dict:
+def photo_rows(job: tuple[tuple[str, ...], str, float]) -> dict:
     """Per model, (bpp, PSNR, digest of the decoded image) at each quality for one photo."""
-    models, path = job
+    models, path, scale = job
     image = Image.open(path).convert("RGB")
     image.thumbnail((512, 512))
+    if scale != 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)),
+                             Image.LANCZOS)
     rgb = np.asarray(image)
     rows = {}
     for model in models:
@@ -68,13 +73,14 @@ def main() -> int:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"))
     parser.add_argument("--training-photos", type=int, default=24)
+    parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     training, held_out = split_holdout(list_images(args.data), TrainConfig.holdout)
     photos = held_out + [p for i, p in enumerate(training)
                          if i % 25 == 5 and i % 4][:args.training_photos]
-    jobs = [(tuple(args.models), str(p)) for p in photos]
+    jobs = [(tuple(args.models), str(p), args.scale) for p in photos]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(photo_rows, jobs))
     print(f"{len(photos)} photos ({len(held_out)} held out)")
@@ -84,7 +90,7 @@ def main() -> int:
         print(model, " ".join(f"q{q:g} {b:.4f}/{p:.3f}"
                               for q, (b, p) in zip(QUALITIES, curves[model])))
     first = args.models[0]
-    report = {"photos": [p.name for p in photos], "qualities": list(QUALITIES),
+    report = {"photos": [p.name for p in photos], "scale": args.scale, "qualities": list(QUALITIES),
               "curves": {m: {"bpp": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
                          for m, c in curves.items()}, "against_first": {}}
     for model in args.models[1:]:

@@ -1,5 +1,7 @@
-"""The correction layer (vaecodec/correction.py): pixel corrections at the high qualities, coded
-exactly, left out where they do not pay, and refused cleanly when corrupt."""
+"""The correction layer (vaecodec/correction.py): the error transform-coded at the high qualities,
+decoded exactly, left out where it does not pay, and refused cleanly when corrupt."""
+
+import zlib
 
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ def test_high_quality_files_carry_corrections_that_pay(textured, files):
     crop = textured
     plain, corrected = files[8, False], files[8, True]
     info = vaecodec.info(corrected)
-    assert info["format_version"] == 4 and info["correction_bytes"] > 0
+    assert info["format_version"] == 5 and info["correction_bytes"] > 0
     gain_db = psnr(crop, np.asarray(vaecodec.decompress(corrected))) - psnr(
         crop, np.asarray(vaecodec.decompress(plain)))
     extra_bits = 8 * (len(corrected) - len(plain))
@@ -50,13 +52,30 @@ def test_low_quality_files_stay_as_before(files):
 
 def test_sections_decode_to_the_encoders_image(crop):
     rng = np.random.default_rng(1)
-    decoded = np.clip(crop.astype(int) + rng.integers(-40, 41, crop.shape), 0, 255).astype(np.uint8)
-    latent_residual = rng.integers(-3, 4, (1, 160, 12, 16))
-    for step in (8, 29, 72):
-        symbols = correction.quantize(crop.astype(np.int64) - decoded, step).astype(np.int16)
-        section = correction.encode(symbols, step, latent_residual)
-        assert np.array_equal(correction.decode(section, decoded, latent_residual),
-                              correction.apply_symbols(decoded, symbols, step))
+    # Sides that are not multiples of the 8 x 8 blocks too.
+    for original in (crop, crop[:91, :77]):
+        decoded = np.clip(original.astype(int) + rng.integers(-40, 41, original.shape), 0, 255
+                          ).astype(np.uint8)
+        coefficients = correction.transform(original.astype(np.int16) - decoded)
+        for step in (5, 29, 72):
+            symbols = correction.quantize(coefficients, step)
+            section = correction.encode(symbols, step)
+            corrected = correction.decode(section, decoded)
+            assert np.array_equal(corrected, correction.apply_symbols(decoded, symbols, step))
+            assert psnr(corrected, original) > psnr(decoded, original)
+
+
+def test_the_transforms_are_orthonormal_in_fixed_point():
+    # transform inverts apply_symbols: the symbols come back from the corrected pixels (up to
+    # their rounding to integers, far less than a step).
+    decoded = np.full((16, 24, 3), 128, np.uint8)
+    symbols = np.zeros((3, 2, 3, 64), np.int16)
+    symbols[0, 1, 2, 9] = 10            # grey, block (1, 2), frequency (1, 1)
+    symbols[2, 0, 0, 0] = -3            # (1, -2, 1), block (0, 0), the mean
+    corrected = correction.apply_symbols(decoded, symbols, 7)
+    coefficients = correction.transform(corrected.astype(np.int16) - decoded)
+    assert np.array_equal(np.round(coefficients / 7), symbols)
+    assert np.array_equal(correction.apply_symbols(decoded, 0 * symbols, 7), decoded)
 
 
 def test_tables_are_integers_with_every_value_possible():
@@ -77,10 +96,10 @@ def test_corrupt_sections_raise_format_errors(textured, files):
     decoded = np.zeros(textured.shape, np.uint8)
     for bad in (b"", b"\0" + section[1:], section[:-1], section + b"\0", section[:3]):
         with pytest.raises(vaecodec.FormatError):
-            correction.decode(bad, decoded, coded.residual)
+            correction.decode(bad, decoded)
 
 
-def test_the_correction_flag_belongs_to_version_4(files):
+def test_the_correction_flag_belongs_to_versions_4_and_5(files):
     from .test_errors import rewrite_header
 
     corrected = files[8, True]
@@ -100,3 +119,20 @@ def test_corrections_fade_in_from_quality_3(textured):
     assert correction.decision_lambda(5) == codec.quality_lambda(5)
     assert 0 < correction.decision_lambda(4) < codec.quality_lambda(4)
     assert vaecodec.info(vaecodec.compress(textured, quality=3))["correction_bytes"] == 0
+
+
+def test_corrected_files_code_their_latents_lower(textured, files):
+    corrected, plain = vaecodec.info(files[8, True]), vaecodec.info(files[8, False])
+    assert (corrected["quality"], corrected["latent_quality"]) == (8, codec.LATENT_QUALITY_CAP)
+    assert (plain["quality"], plain["latent_quality"]) == (8, 8)
+    assert corrected["y_bytes"] < plain["y_bytes"]
+    # A file's quality is stored ahead of its corrections; it may not be below the latents'.
+    header, lengths = vae_format.read_header(files[8, True])
+    at = vae_format.HEADER_SIZE + sum(n for name, n in lengths.items() if name != "correction")
+    for stored in (449, 801):
+        bad = bytearray(files[8, True])
+        bad[at:at + 2] = stored.to_bytes(2, "little")
+        checksum = zlib.crc32(bad[vae_format.HEADER_SIZE:], zlib.crc32(bad[:50]))
+        bad[50:54] = checksum.to_bytes(4, "little")
+        with pytest.raises(vaecodec.FormatError, match="quality"):
+            vaecodec.decompress(bytes(bad))

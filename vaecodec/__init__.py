@@ -39,7 +39,8 @@ def decompress(data: bytes, device: str = "cpu", **options):
 
 
 def info(data: bytes) -> dict:
-    """The header fields of a `.vae` file (model, quality, size, mode, section sizes)."""
+    """The header fields of a `.vae` file (model, quality, the quality of its latents, size,
+    mode, section sizes)."""
     from .format import describe
 
     return describe(data)

@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="leave out the post-filter: encoding in about half the time, files "
                      "a few percent larger for the same fidelity")
     sub.add_argument("--no-correction", dest="correction", action="store_false",
-                     help="leave out the pixel corrections that high qualities add where they "
-                     "pay (the file then holds the latents' image only)")
+                     help="leave out the corrections that high qualities add where they pay "
+                     "(the file then holds the latents' image only, its latents at the quality "
+                     "itself)")
     batch_options(sub)
 
     sub = commands.add_parser("decompress", help=".vae files to images (PNG by default)")

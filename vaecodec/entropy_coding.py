@@ -100,6 +100,12 @@ def _escape_model():
     return constriction.stream.model.Uniform(1 << ESCAPE_BITS)
 
 
+def _byte_model():
+    import constriction
+
+    return constriction.stream.model.Uniform(256)
+
+
 def _groups(table_index: np.ndarray, count: int):
     """(table, positions using it) for each of `count` tables that is used, in table order: the
     order in which both `encode` and `decode` visit the symbols."""
@@ -111,36 +117,100 @@ def _groups(table_index: np.ndarray, count: int):
             yield k, positions
 
 
+class StreamEncoder:
+    """A range-coded stream written in batches: each batch's escaped values follow that batch,
+    so a `StreamDecoder` can take the batches back one at a time and choose the next batch's
+    tables from the values it already holds. One batch makes the stream of `encode`."""
+
+    def __init__(self):
+        import constriction
+
+        self._coder = constriction.stream.queue.RangeEncoder()
+
+    def add(self, values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> None:
+        """Code integer `values` (each within VALUE_MIN..VALUE_MAX), each under the table that
+        `table_index` names at the same position. Symbols are grouped by table."""
+        values = np.asarray(values, np.int64).ravel()
+        table_index = np.asarray(table_index, np.int64).ravel()
+        if values.size and (values.min() < VALUE_MIN or values.max() > VALUE_MAX):
+            raise ValueError("values out of the codable range")
+        escaped = []
+        for k, positions in _groups(table_index, len(tables)):
+            group = values[positions]
+            freqs = tables.table(k)
+            symbols = group - tables.lows[k]
+            escape = len(freqs) - 1
+            outside = (symbols < 0) | (symbols >= escape)
+            if outside.any():
+                escaped.append(group[outside])
+                symbols = np.where(outside, escape, symbols)
+            self._coder.encode(symbols.astype(np.int32), _categorical(freqs))
+        if escaped:
+            self._coder.encode((np.concatenate(escaped) - VALUE_MIN).astype(np.int32),
+                               _escape_model())
+
+    def add_bytes(self, data: bytes) -> None:
+        """Code bytes as they are, 8 bits each."""
+        if data:
+            self._coder.encode(np.frombuffer(data, np.uint8).astype(np.int32), _byte_model())
+
+    def finish(self) -> bytes:
+        return self._coder.get_compressed().astype("<u4").tobytes()
+
+
+class StreamDecoder:
+    """Reads back what a `StreamEncoder` wrote, batch by batch, with the same tables. Raises
+    FormatError where the data cannot be decoded."""
+
+    def __init__(self, data: bytes):
+        import constriction
+
+        if len(data) % 4:
+            raise FormatError("corrupt .vae file (entropy-coded section length)")
+        self._coder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").copy())
+
+    def take(self, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
+        """The values of one batch, in the order of `table_index`, as int64."""
+        table_index = np.asarray(table_index, np.int64).ravel()
+        values = np.empty(table_index.size, np.int64)
+        try:
+            escape_positions = []
+            for k, positions in _groups(table_index, len(tables)):
+                freqs = tables.table(k)
+                symbols = np.asarray(self._coder.decode(_categorical(freqs), positions.size),
+                                     np.int64)
+                escape = len(freqs) - 1
+                values[positions] = symbols + tables.lows[k]
+                if (symbols == escape).any():
+                    escape_positions.append(positions[symbols == escape])
+            if escape_positions:
+                positions = np.concatenate(escape_positions)
+                escaped = np.asarray(self._coder.decode(_escape_model(), positions.size), np.int64)
+                values[positions] = escaped + VALUE_MIN
+        except Exception as error:  # constriction signals invalid data by several exception types
+            raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
+        return values
+
+    def take_bytes(self, count: int) -> bytes:
+        """`count` bytes coded by `StreamEncoder.add_bytes`."""
+        if not count:
+            return b""
+        try:
+            return np.asarray(self._coder.decode(_byte_model(), count), np.uint8).tobytes()
+        except Exception as error:
+            raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
+
+
 def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> bytes:
     """Code integer `values` (each within VALUE_MIN..VALUE_MAX), each under the table that
-    `table_index` names at the same position. Symbols are grouped by table."""
-    import constriction
-
-    values = np.asarray(values, np.int64).ravel()
-    table_index = np.asarray(table_index, np.int64).ravel()
-    if values.size and (values.min() < VALUE_MIN or values.max() > VALUE_MAX):
-        raise ValueError("values out of the codable range")
-    encoder = constriction.stream.queue.RangeEncoder()
-    escaped = []
-    for k, positions in _groups(table_index, len(tables)):
-        group = values[positions]
-        freqs = tables.table(k)
-        symbols = group - tables.lows[k]
-        escape = len(freqs) - 1
-        outside = (symbols < 0) | (symbols >= escape)
-        if outside.any():
-            escaped.append(group[outside])
-            symbols = np.where(outside, escape, symbols)
-        encoder.encode(symbols.astype(np.int32), _categorical(freqs))
-    if escaped:
-        encoder.encode((np.concatenate(escaped) - VALUE_MIN).astype(np.int32), _escape_model())
-    return encoder.get_compressed().astype("<u4").tobytes()
+    `table_index` names at the same position, into one stream."""
+    stream = StreamEncoder()
+    stream.add(values, table_index, tables)
+    return stream.finish()
 
 
 def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
     """Inverse of `encode`: the values, in the order of `table_index`, as int64."""
-    import constriction
-
     if len(data) % 4:
         raise FormatError("corrupt .vae file (entropy-coded section length)")
     table_index = np.asarray(table_index, np.int64).ravel()
@@ -151,24 +221,7 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     if 8 * len(data) < 0.9 * fewest - 64:
         raise FormatError(f"corrupt .vae file ({len(data)} bytes cannot hold "
                           f"{table_index.size} symbols; the image size is wrong)")
-    values = np.empty(table_index.size, np.int64)
-    try:
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").copy())
-        escape_positions = []
-        for k, positions in _groups(table_index, len(tables)):
-            freqs = tables.table(k)
-            symbols = np.asarray(decoder.decode(_categorical(freqs), positions.size), np.int64)
-            escape = len(freqs) - 1
-            values[positions] = symbols + tables.lows[k]
-            if (symbols == escape).any():
-                escape_positions.append(positions[symbols == escape])
-        if escape_positions:
-            positions = np.concatenate(escape_positions)
-            escaped = np.asarray(decoder.decode(_escape_model(), positions.size), np.int64)
-            values[positions] = escaped + VALUE_MIN
-    except Exception as error:  # constriction signals invalid data by several exception types
-        raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
-    return values
+    return StreamDecoder(data).take(table_index, tables)
 
 
 def symbol_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> np.ndarray:

@@ -77,7 +77,7 @@ def refresh_corpus() -> None:
         "icc-70x70": (Image.fromarray(photo[100:170, 100:170]), 4.5, icc),
         # Large and detailed enough that the post-filter pays for its bytes.
         "filter-256x192": (Image.fromarray(photo[150:342, 250:506]), 8, None),
-        # Fine texture (Kodak's mountain stream), where pixel corrections pay: format version 4.
+        # Fine texture (Kodak's mountain stream), where corrections pay: format version 5.
         "correction-256x192": (Image.fromarray(stream[100:292, 200:456]), 8, None),
     }
     for name, (image, quality, profile) in cases.items():
@@ -89,6 +89,9 @@ def refresh_corpus() -> None:
         if name.startswith("correction") and not vaecodec.info(data)["correction_bytes"]:
             raise RuntimeError(f"seed {name} has no correction section")
         (CORPUS / f"{name}.vae").write_bytes(data)
+    # Version 4's pixel corrections, which only session 52's encoder wrote: its compat file.
+    version4 = HERE.parent / "compat" / "msh96t-kodim13-crop-q8-corrected.vae"
+    (CORPUS / "correction-v4-128x96.vae").write_bytes(version4.read_bytes())
 
 
 def _srgb_png() -> bytes:
