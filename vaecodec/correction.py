@@ -9,8 +9,9 @@ differences: an edge's error is mostly the same in all three channels, so one gr
 corrects what would take three in RGB), then each component into 8 x 8 blocks of the DCT, whose
 coefficients a uniform quantizer with a dead zone turns into mostly zeros. Both transforms are
 orthonormal, so a step costs the same squared error everywhere. On held-out training photos
-the DCT blocks lowered bits + lambda * 255^2 * MSE by 4-6% at quality 6 and 12-14% at quality 8
-against the same quantizer on pixels (format version 4's layer, `correction_v4.py`).
+the DCT blocks lowered bits + lambda * 255^2 * MSE by 4-6% at quality 6 and 11-14% at quality 8
+against the same quantizer on pixels (format version 4's layer, `correction_v4.py`; the lower
+figures with the blocks shifted off the photos' JPEG grid).
 
 The encoder picks the step per image by the quality's objective, bits + lambda * 255^2 * MSE,
 or leaves the layer out when it does not pay (below quality 5 at a lower lambda, below 3 never:
