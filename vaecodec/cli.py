@@ -267,8 +267,9 @@ def run(args) -> int:
                 print(json.dumps({"file": str(path), **fields}))
             else:
                 print(f"{path}:")
+                width = max(map(len, fields))
                 for key, value in fields.items():
-                    print(f"  {key:15} {value}")
+                    print(f"  {key:{width}} {value}")
         return status
     if args.command in ("anomaly", "sample", "interpolate"):
         return _generate(args)
