@@ -136,3 +136,13 @@ def test_corrected_files_code_their_latents_lower(textured, files):
         bad[50:54] = checksum.to_bytes(4, "little")
         with pytest.raises(vaecodec.FormatError, match="quality"):
             vaecodec.decompress(bytes(bad))
+
+
+def test_where_no_correction_pays_the_latents_go_at_the_quality(kodim23):
+    # A small smooth piece: at quality 8 its latents at 4.5 leave too little error for any
+    # correction to pay, so the file is the latents at 8, as without corrections.
+    piece = np.ascontiguousarray(kodim23[:64, :64])
+    data = vaecodec.compress(piece, quality=8)
+    info = vaecodec.info(data)
+    assert (info["latent_quality"], info["correction_bytes"], info["format_version"]) == (8, 0, 2)
+    assert data == vaecodec.compress(piece, quality=8, correction=False)
