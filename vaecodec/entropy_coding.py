@@ -12,6 +12,7 @@ stream under a uniform model over 16 bits (ESCAPE_RANGE), so any 16-bit value ca
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,6 +159,16 @@ class StreamEncoder:
         return self._coder.get_compressed().astype("<u4").tobytes()
 
 
+@contextmanager
+def _decoding_errors():
+    """Turn whatever constriction raises on invalid data (it signals it by several exception
+    types) into one FormatError."""
+    try:
+        yield
+    except Exception as error:
+        raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
+
+
 class StreamDecoder:
     """Reads back what a `StreamEncoder` wrote, batch by batch, with the same tables. Raises
     FormatError where the data cannot be decoded."""
@@ -173,7 +184,7 @@ class StreamDecoder:
         """The values of one batch, in the order of `table_index`, as int64."""
         table_index = np.asarray(table_index, np.int64).ravel()
         values = np.empty(table_index.size, np.int64)
-        try:
+        with _decoding_errors():
             escape_positions = []
             for k, positions in _groups(table_index, len(tables)):
                 freqs = tables.table(k)
@@ -187,18 +198,14 @@ class StreamDecoder:
                 positions = np.concatenate(escape_positions)
                 escaped = np.asarray(self._coder.decode(_escape_model(), positions.size), np.int64)
                 values[positions] = escaped + VALUE_MIN
-        except Exception as error:  # constriction signals invalid data by several exception types
-            raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
         return values
 
     def take_bytes(self, count: int) -> bytes:
         """`count` bytes coded by `StreamEncoder.add_bytes`."""
         if not count:
             return b""
-        try:
+        with _decoding_errors():
             return np.asarray(self._coder.decode(_byte_model(), count), np.uint8).tobytes()
-        except Exception as error:
-            raise FormatError(f"corrupt .vae file (entropy decoding failed: {error})") from None
 
 
 def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> bytes:
@@ -211,8 +218,7 @@ def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> byt
 
 def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
     """Inverse of `encode`: the values, in the order of `table_index`, as int64."""
-    if len(data) % 4:
-        raise FormatError("corrupt .vae file (entropy-coded section length)")
+    stream = StreamDecoder(data)
     table_index = np.asarray(table_index, np.int64).ravel()
     # No stream can code these symbols in fewer bits than this (the margin covers the coder's
     # own rounding of the tables), so a file claiming a huge image with a short section is
@@ -221,7 +227,7 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     if 8 * len(data) < 0.9 * fewest - 64:
         raise FormatError(f"corrupt .vae file ({len(data)} bytes cannot hold "
                           f"{table_index.size} symbols; the image size is wrong)")
-    return StreamDecoder(data).take(table_index, tables)
+    return stream.take(table_index, tables)
 
 
 def symbol_bits(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
